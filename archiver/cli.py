@@ -1,0 +1,315 @@
+"""The command line: the one place that wires concrete things together.
+
+Exit codes: 0 all good; 1 the pass ran but some recordings failed (see ``status``); 2 bad usage
+or bad config (nothing touched); 3 source or archive unreachable, or credentials rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from archiver import __version__, logs
+from archiver.config import Config, load_config, parse_timezone
+from archiver.daemon import Daemon, run_until_signalled
+from archiver.errors import ArchiverError, ConfigError
+from archiver.ledger import Ledger, iso
+from archiver.restcomm import RestcommClient
+from archiver.storage import open_storage
+from archiver.sync import PassResult, Syncer, lag_seconds
+
+log = structlog.get_logger("archiver.cli")
+
+EXIT_OK, EXIT_FAILURES, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_DEMO_RECORDINGS = 300
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="archiver",
+        description="Archive Restcomm call recordings to S3 or local disk, verified.",
+    )
+    p.add_argument("--version", action="version", version=f"archiver {__version__}")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("ARCHIVER_CONFIG"),
+        help="TOML config file (default: $ARCHIVER_CONFIG)",
+    )
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("sync", help="run one pass, then exit")
+    sub.add_parser("run", help="run as a daemon: a pass every poll_interval until SIGTERM")
+    st = sub.add_parser("status", help="ledger summary (no network)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
+    sub.add_parser("check", help="validate config, reach the source, write a canary to the archive")
+    rt = sub.add_parser("retry", help="make failed recordings due again (all, or the SIDs given)")
+    rt.add_argument("sids", nargs="*")
+    demo = sub.add_parser(
+        "demo", help="archive from the bundled simulator into a local folder, then exit"
+    )
+    demo.add_argument("--recordings", type=int, default=DEFAULT_DEMO_RECORDINGS)
+    demo.add_argument("--out", default="demo-output", help="folder for the archive and ledger")
+    return p
+
+
+def _configure_logging(args: argparse.Namespace, cfg: Config | None) -> None:
+    level = args.log_level or (cfg.log.level if cfg else "info")
+    fmt = args.log_format or (cfg.log.format if cfg else "auto")
+    logs.configure(level, fmt)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    if not args.config:
+        raise ConfigError("--config", "is required (or set ARCHIVER_CONFIG)")
+    return load_config(args.config)
+
+
+def _client(cfg: Config) -> RestcommClient:
+    s = cfg.source
+    return RestcommClient(
+        s.base_url,
+        s.account_sid,
+        s.auth_token,
+        timeout=s.request_timeout.total_seconds(),
+        server_tz=parse_timezone(s.server_timezone, "source.server_timezone"),
+        max_requests_per_second=s.max_requests_per_second,
+        connections=max(s.concurrency * 2, 4),
+    )
+
+
+async def _with_stack(cfg: Config, stack: AsyncExitStack) -> Syncer:
+    ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
+    client = await stack.enter_async_context(_client(cfg))
+    storage = await stack.enter_async_context(open_storage(cfg.archive))
+    return Syncer(cfg, client, storage, ledger)
+
+
+async def cmd_sync(cfg: Config) -> int:
+    async with AsyncExitStack() as stack:
+        syncer = await _with_stack(cfg, stack)
+        result = await run_until_signalled(
+            syncer.run_pass, cfg.daemon.drain_timeout.total_seconds()
+        )
+    if result is None:
+        return EXIT_FAILURES
+    _print_pass(result)
+    return EXIT_OK if result.ok else EXIT_FAILURES
+
+
+def _print_pass(result: PassResult) -> None:
+    s = result.summary()
+    print(
+        f"listed {s['listed']} (new {s['new']}, invalid {s['invalid']}), "
+        f"archived {s['archived']}, verified {s['verified']}, failed {s['failed']}, "
+        f"{result.bytes / 1e6:.1f} MB in {s['duration_s']}s; watermark {s['watermark']}"
+    )
+    for sid, reason in result.failures[:20]:
+        print(f"  failed {sid}: {reason}")
+
+
+async def cmd_run(cfg: Config) -> int:
+    async with AsyncExitStack() as stack:
+        syncer = await _with_stack(cfg, stack)
+        daemon = Daemon(
+            syncer,
+            poll_interval=cfg.source.poll_interval.total_seconds(),
+            max_backoff=cfg.daemon.max_backoff.total_seconds(),
+        )
+        await run_until_signalled(daemon.run, cfg.daemon.drain_timeout.total_seconds())
+    return EXIT_OK
+
+
+async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
+    if not Path(cfg.ledger.path).exists():
+        raise ConfigError("ledger.path", f"no ledger at {cfg.ledger.path} yet: run 'sync' first")
+    async with Ledger(cfg.ledger.path) as ledger:
+        counts = await ledger.counts()
+        watermark = await ledger.watermark()
+        newest = await ledger.newest_archived()
+        n_archived, archived_bytes = await ledger.archived_totals()
+        last_pass_raw = await ledger.get_meta("last_pass")
+        last_pass_at = await ledger.get_meta("last_pass_at")
+        recent = await ledger.failures(failures)
+    now = datetime.now(UTC)
+    return {
+        "states": counts,
+        "total": sum(counts.values()),
+        "archived_recordings": n_archived,
+        "archived_bytes": archived_bytes,
+        "watermark": watermark.isoformat() if watermark else None,
+        "newest_archived": newest.isoformat() if newest else None,
+        "lag_seconds": lag_seconds(newest, now),
+        "last_pass": json.loads(last_pass_raw) if last_pass_raw else None,
+        "last_pass_at": iso(float(last_pass_at)) if last_pass_at else None,
+        "failures": [
+            {
+                "sid": r.sid,
+                "attempts": r.attempts,
+                "permanent": r.permanent,
+                "reason": r.last_error,
+                "updated_at": iso(r.updated_at),
+            }
+            for r in recent
+        ],
+    }
+
+
+def _print_status(facts: dict[str, Any]) -> None:
+    print("state        recordings")
+    for state, n in facts["states"].items():
+        print(f"  {state:<11}{n:>10}")
+    print(f"  {'total':<11}{facts['total']:>10}")
+    print(
+        f"archived     {facts['archived_recordings']} recordings, "
+        f"{facts['archived_bytes'] / 1e6:.1f} MB"
+    )
+    print(f"watermark    {facts['watermark'] or '-'}")
+    lag = facts["lag_seconds"]
+    print(
+        f"lag          {'-' if lag is None else str(timedelta(seconds=int(lag)))}"
+        f"  (newest archived {facts['newest_archived'] or '-'})"
+    )
+    last = facts["last_pass"]
+    if last:
+        print(
+            f"last pass    {facts['last_pass_at']}: listed {last['listed']}, "
+            f"archived {last['archived']}, failed {last['failed']}, {last['duration_s']}s"
+        )
+    else:
+        print("last pass    -")
+    if facts["failures"]:
+        print("recent failures:")
+        for f in facts["failures"]:
+            kind = "permanent" if f["permanent"] else f"attempt {f['attempts']}"
+            print(f"  {f['sid']}  [{kind}]  {f['reason']}")
+
+
+async def cmd_status(cfg: Config, as_json: bool, failures: int) -> int:
+    facts = await status_facts(cfg, failures)
+    if as_json:
+        print(json.dumps(facts, indent=2))
+    else:
+        _print_status(facts)
+    return EXIT_FAILURES if facts["states"]["failed"] else EXIT_OK
+
+
+async def cmd_retry(cfg: Config, sids: list[str]) -> int:
+    async with Ledger(cfg.ledger.path) as ledger:
+        n = await ledger.retry_failed(sids or None, time.time())
+    print(f"{n} failed recording(s) will be retried on the next pass")
+    return EXIT_OK
+
+
+async def cmd_check(cfg: Config) -> int:
+    from archiver.storage.base import single_chunk
+
+    print(f"config       ok ({cfg.archive.backend} backend)")
+    async with _client(cfg) as client:
+        total = await client.check()
+        print(f"source       ok: {cfg.source.base_url} answers, {total} recordings listed")
+    async with open_storage(cfg.archive) as storage:
+        key = f"archiver-check/canary-{os.getpid()}-{int(time.time())}.txt"
+        data = f"archiver canary {datetime.now(UTC).isoformat()}\n".encode()
+        import hashlib
+
+        stored = await storage.put(key, single_chunk(data), content_type="text/plain")
+        await storage.verify(key, len(data), hashlib.sha256(data).hexdigest(), deep=True)
+        print(f"archive      ok: wrote, read back and verified {storage.describe(key)}")
+        try:
+            await storage.delete(key)
+            print("             canary removed")
+        except ArchiverError as exc:
+            print(f"             canary kept ({exc}); it is {stored.size} bytes")
+    async with Ledger(cfg.ledger.path) as ledger:
+        counts = await ledger.counts()
+        print(f"ledger       ok: {cfg.ledger.path} ({sum(counts.values())} recordings)")
+    return EXIT_OK
+
+
+async def cmd_demo(recordings: int, out: str) -> int:
+    from archiver.simulator import RestcommSimulator
+
+    out_dir = Path(out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sim = RestcommSimulator()
+    now = datetime.now(UTC).replace(microsecond=0)
+    sim.generate(
+        recordings,
+        start=now - timedelta(hours=3),
+        spacing=timedelta(seconds=max(10_800 // max(recordings, 1), 1)),
+        same_second_every=3,
+        ext_mp4_every=25,
+    )
+    async with sim:
+        cfg = load_config(
+            None,
+            environ={},
+            overrides={
+                "source": {
+                    "base_url": sim.base_url,
+                    "account_sid": sim.account_sid,
+                    "auth_token": sim.auth_token,
+                    "page_size": 50,
+                    "start_time": (now - timedelta(days=1)).isoformat(),
+                },
+                "archive": {"backend": "local", "path": str(out_dir / "recordings")},
+                "ledger": {"path": str(out_dir / "ledger.sqlite3")},
+            },
+        )
+        logs.register_secret(cfg.source.auth_token)
+        print(f"simulator    {sim.base_url} ({recordings} recordings)")
+        code = await cmd_sync(cfg)
+    print(f"archive      {out_dir / 'recordings'}")
+    print(f"ledger       {out_dir / 'ledger.sqlite3'}")
+    print(f"status       archiver --config <cfg> status  (or see {out_dir})")
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cfg: Config | None = None
+    try:
+        if args.command == "demo":
+            _configure_logging(args, None)
+            return asyncio.run(cmd_demo(args.recordings, args.out))
+        cfg = _load(args)
+        logs.register_secret(cfg.source.auth_token)
+        _configure_logging(args, cfg)
+        if args.command == "sync":
+            return asyncio.run(cmd_sync(cfg))
+        if args.command == "run":
+            return asyncio.run(cmd_run(cfg))
+        if args.command == "status":
+            return asyncio.run(cmd_status(cfg, args.json, args.failures))
+        if args.command == "check":
+            return asyncio.run(cmd_check(cfg))
+        if args.command == "retry":
+            return asyncio.run(cmd_retry(cfg, args.sids))
+    except ConfigError as exc:
+        print(f"archiver: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ArchiverError as exc:
+        print(f"archiver: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return EXIT_CONFIG  # pragma: no cover
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,413 @@
+"""Configuration: defaults in one place, TOML, environment overrides, secret files, validation.
+
+Every key lives in one of the section dataclasses below, with its default. Loading order:
+TOML file, then ``ARCHIVER_<SECTION>__<KEY>`` environment variables, then ``*_file`` secrets.
+Every mistake raises :class:`ConfigError` naming the key and the fix; nothing is touched before
+the whole config is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from archiver.errors import ConfigError
+
+ENV_PREFIX = "ARCHIVER_"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+}
+ACCOUNT_SID = re.compile(r"^[A-Za-z0-9]{2,64}$")
+
+
+def parse_duration(value: str | int | float, key: str = "duration") -> timedelta:
+    """``90s``, ``15m``, ``2h``, ``7d``, ``250ms``; a bare number is seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected a duration like '90s', '15m', '2h', '7d', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ConfigError(
+                key, f"expected a duration like '90s', '15m', '2h', '7d', got {value!r}"
+            )
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+    if seconds < 0:
+        raise ConfigError(key, f"a duration cannot be negative, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def parse_size(value: str | int, key: str = "size") -> int:
+    """``64MiB``, ``16MiB``, ``500KB``; a bare number is bytes."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"expected a size like '64MiB', got {value!r}")
+    if isinstance(value, int):
+        n = value
+    else:
+        m = _SIZE.match(str(value))
+        if not m:
+            raise ConfigError(key, f"expected a size like '64MiB' or '500KB', got {value!r}")
+        n = int(m.group(1)) * _SIZE_UNITS[m.group(2) or "B"]
+    if n < 0:
+        raise ConfigError(key, f"a size cannot be negative, got {value!r}")
+    return n
+
+
+def parse_timestamp(value: str | datetime, key: str = "time") -> datetime:
+    """An ISO-8601 instant; a date alone means midnight UTC; no offset means UTC."""
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        text = str(value).strip()
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(
+                key, f"expected an ISO-8601 time like '2020-01-01T00:00:00Z', got {value!r}"
+            ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def parse_timezone(value: str, key: str) -> tzinfo | None:
+    """``""`` (learn from the server), ``+09:00``, ``UTC`` or an IANA name like ``Asia/Tokyo``."""
+    text = value.strip()
+    if not text:
+        return None
+    m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", text)
+    if m:
+        sign = 1 if m.group(1) == "+" else -1
+        return timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3))))
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            key, f"unknown time zone {value!r}: use '+09:00', 'UTC' or an IANA name"
+        ) from None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    base_url: str = ""
+    account_sid: str = ""
+    auth_token: str = field(default="", repr=False)
+    auth_token_file: str = ""
+    page_size: int = 100
+    start_time: datetime = datetime(2020, 1, 1, tzinfo=UTC)
+    lookback: timedelta = timedelta(minutes=15)
+    poll_interval: timedelta = timedelta(seconds=60)
+    concurrency: int = 4
+    server_timezone: str = ""
+    request_timeout: timedelta = timedelta(seconds=60)
+    max_attempts: int = 10
+    media_grace: timedelta = timedelta(hours=1)
+    max_requests_per_second: float = 0.0
+
+    @property
+    def origin(self) -> str:
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    backend: str = "local"
+    path: str = "/var/lib/archiver/recordings"
+    key_template: str = "{account_sid}/{date_created:%Y/%m/%d}/{sid}.{ext}"
+    # s3 backend
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    addressing_style: str = "auto"
+    storage_class: str = "STANDARD"
+    sse: str = ""
+    kms_key_id: str = ""
+    object_lock_mode: str = ""
+    retention_days: int = 0
+    legal_hold: bool = False
+    multipart_threshold: int = 64 * 2**20
+    part_size: int = 16 * 2**20
+    # s3 bodies above multipart_threshold are spooled here before upload ("" = system temp dir)
+    spool_dir: str = ""
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    path: str = "/var/lib/archiver/ledger.sqlite3"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    drain_timeout: timedelta = timedelta(seconds=30)
+    max_backoff: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: f.default_factory  # type: ignore[misc]
+    for f in dataclasses.fields(Config)
+}
+_SECRET_FILES = {("source", "auth_token_file"): "auth_token"}
+_DURATION_KEYS = {
+    "lookback",
+    "poll_interval",
+    "request_timeout",
+    "media_grace",
+    "drain_timeout",
+    "max_backoff",
+}
+_SIZE_KEYS = {"multipart_threshold", "part_size"}
+
+
+def _convert(section: str, key: str, default: Any, value: Any, from_env: bool) -> Any:
+    name = f"{section}.{key}"
+    if key in _DURATION_KEYS:
+        return parse_duration(value, name)
+    if key in _SIZE_KEYS:
+        return parse_size(value, name)
+    if isinstance(default, datetime):
+        return parse_timestamp(value, name)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if from_env and str(value).lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return str(value).lower() in {"1", "true", "yes", "on"}
+        raise ConfigError(name, f"expected true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_env and re.fullmatch(r"-?\d+", str(value).strip()):
+            return int(str(value).strip())
+        raise ConfigError(name, f"expected a whole number, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if from_env:
+            try:
+                return float(str(value))
+            except ValueError:
+                pass
+        raise ConfigError(name, f"expected a number, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise ConfigError(name, f"expected a string (in quotes), got {value!r}")
+    raise AssertionError(f"no converter for {name}")  # pragma: no cover - a programming error
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(name.rsplit(".", 1)[-1], known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+    return ConfigError(name, f"unknown {kind}; {hint}")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Load, override and validate. ``path=None`` starts from the defaults only."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file {str(p)!r} does not exist") from None
+        except PermissionError:
+            raise ConfigError("--config", f"file {str(p)!r} is not readable") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{p} is not valid TOML: {exc}") from None
+        for section, body in data.items():
+            if section not in SECTIONS:
+                raise _unknown("section", section, list(SECTIONS))
+            if not isinstance(body, dict):
+                raise ConfigError(section, "expected a [section] table")
+            raw[section] = dict(body)
+    for section, body in (overrides or {}).items():
+        raw.setdefault(section, {}).update(body)
+
+    env_values: dict[tuple[str, str], str] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "ARCHIVER_CONFIG":
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section not in SECTIONS:
+            raise _unknown("section in environment variable " + name, section, list(SECTIONS))
+        env_values[(section, key)] = value
+
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        defaults = cls()
+        known = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in raw.get(section, {}).items():
+            if key not in known:
+                raise _unknown("key", f"{section}.{key}", list(known))
+            values[key] = _convert(section, key, known[key], value, from_env=False)
+        for (sec, key), value in env_values.items():
+            if sec != section:
+                continue
+            if key not in known:
+                raise _unknown(
+                    f"key (from {ENV_PREFIX}{sec.upper()}__{key.upper()})",
+                    f"{sec}.{key}",
+                    list(known),
+                )
+            values[key] = _convert(section, key, known[key], value, from_env=True)
+        for (sec, file_key), target in _SECRET_FILES.items():
+            if sec != section or not values.get(file_key):
+                continue
+            secret_path = os.path.expandvars(values[file_key])
+            try:
+                secret = Path(secret_path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{sec}.{file_key}",
+                    f"cannot read secret file {secret_path!r} ({exc.strerror}); "
+                    f"fix the path or set {sec}.{target} instead",
+                ) from None
+            if values.get(target):
+                raise ConfigError(
+                    f"{sec}.{file_key}", f"set either {target} or {file_key}, not both"
+                )
+            values[target] = secret
+        built[section] = cls(**values)
+    cfg = Config(**built)
+    validate(cfg)
+    return cfg
+
+
+def _template_fields(template: str) -> set[str]:
+    return {
+        name.split(".")[0].split("[")[0]
+        for _, name, _, _ in string.Formatter().parse(template)
+        if name is not None
+    }
+
+
+KEY_FIELDS = {"account_sid", "sid", "call_sid", "date_created", "ext"}
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError for the first wrong value, naming the key and the fix."""
+    s = cfg.source
+    parts = urlsplit(s.base_url)
+    if not s.base_url:
+        raise ConfigError(
+            "source.base_url", "is required, e.g. 'https://cpaas.example.com/restcomm'"
+        )
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(
+            "source.base_url",
+            f"expected an http(s) URL like 'https://host/restcomm', got {s.base_url!r}",
+        )
+    if "2012-04-24" in parts.path:
+        raise ConfigError("source.base_url", "give everything before /2012-04-24, not the API path")
+    if parts.username or parts.password:
+        raise ConfigError("source.base_url", "must not carry credentials; use source.auth_token")
+    if not ACCOUNT_SID.match(s.account_sid):
+        raise ConfigError(
+            "source.account_sid", "is required: the account SID, e.g. 'AC…' (letters and digits)"
+        )
+    if not s.auth_token:
+        raise ConfigError(
+            "source.auth_token",
+            "is required: set auth_token, auth_token_file or ARCHIVER_SOURCE__AUTH_TOKEN",
+        )
+    if not 1 <= s.page_size <= 1000:
+        raise ConfigError("source.page_size", f"must be between 1 and 1000, got {s.page_size}")
+    if not 1 <= s.concurrency <= 256:
+        raise ConfigError("source.concurrency", f"must be between 1 and 256, got {s.concurrency}")
+    if s.poll_interval <= timedelta(0):
+        raise ConfigError("source.poll_interval", "must be more than 0s")
+    if s.request_timeout <= timedelta(0):
+        raise ConfigError("source.request_timeout", "must be more than 0s")
+    if s.max_attempts < 1:
+        raise ConfigError("source.max_attempts", "must be at least 1")
+    if s.max_requests_per_second < 0:
+        raise ConfigError("source.max_requests_per_second", "must be 0 (no cap) or more")
+    parse_timezone(s.server_timezone, "source.server_timezone")
+
+    a = cfg.archive
+    if a.backend not in {"local", "s3"}:
+        raise ConfigError("archive.backend", f"must be 'local' or 's3', got {a.backend!r}")
+    try:
+        names = _template_fields(a.key_template)
+    except ValueError as exc:
+        raise ConfigError("archive.key_template", f"is not a valid template: {exc}") from None
+    unknown = names - KEY_FIELDS
+    if unknown:
+        raise ConfigError(
+            "archive.key_template",
+            f"unknown field {sorted(unknown)[0]!r}; use {', '.join(sorted(KEY_FIELDS))}",
+        )
+    if "sid" not in names:
+        raise ConfigError("archive.key_template", "must contain {sid} so every key is unique")
+    if a.key_template.startswith("/") or ".." in a.key_template.split("/"):
+        raise ConfigError("archive.key_template", "must be a relative path without '..'")
+    if a.backend == "local" and not a.path:
+        raise ConfigError("archive.path", "is required for backend 'local'")
+    if a.backend == "s3" and not a.bucket:
+        raise ConfigError("archive.bucket", "is required for backend 's3'")
+    if a.addressing_style not in {"auto", "path", "virtual"}:
+        raise ConfigError("archive.addressing_style", "must be 'auto', 'path' or 'virtual'")
+    if a.sse not in {"", "AES256", "aws:kms"}:
+        raise ConfigError("archive.sse", "must be '', 'AES256' or 'aws:kms'")
+    if a.kms_key_id and a.sse != "aws:kms":
+        raise ConfigError("archive.kms_key_id", "only applies with sse = 'aws:kms'")
+    if a.object_lock_mode not in {"", "GOVERNANCE", "COMPLIANCE"}:
+        raise ConfigError("archive.object_lock_mode", "must be '', 'GOVERNANCE' or 'COMPLIANCE'")
+    if a.object_lock_mode and a.retention_days <= 0:
+        raise ConfigError("archive.retention_days", "must be more than 0 with object_lock_mode set")
+    if a.part_size < 5 * 2**20:
+        raise ConfigError("archive.part_size", "must be at least 5MiB (the S3 minimum)")
+    if a.multipart_threshold < a.part_size:
+        raise ConfigError("archive.multipart_threshold", "must be at least archive.part_size")
+
+    if not cfg.ledger.path:
+        raise ConfigError("ledger.path", "is required, e.g. '/var/lib/archiver/ledger.sqlite3'")
+    if cfg.log.level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("log.level", "must be 'debug', 'info', 'warning' or 'error'")
+    if cfg.log.format not in {"auto", "json", "console"}:
+        raise ConfigError("log.format", "must be 'auto', 'json' or 'console'")

@@ -1,0 +1,118 @@
+"""The daemon loop: a pass every poll_interval until told to stop; never dies from a failed pass.
+
+Shutdown has two stages: the first SIGTERM/SIGINT stops new work and lets in-flight transfers
+finish within ``drain_timeout``; a second signal (or the timeout) cancels them. Cancelled
+transfers leave no partial files and the ledger keeps their previous state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+from archiver.errors import ArchiverError
+from archiver.sync import PassResult, Syncer
+
+log = structlog.get_logger("archiver.daemon")
+T = TypeVar("T")
+
+DEFAULT_FAILURE_LOG_EVERY = 10  # after the first failure, log every Nth consecutive one
+
+
+class Daemon:
+    def __init__(
+        self,
+        syncer: Syncer,
+        *,
+        poll_interval: float,
+        max_backoff: float,
+        on_pass: Callable[[PassResult | None, BaseException | None], None] | None = None,
+    ) -> None:
+        self.syncer = syncer
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self.on_pass = on_pass
+        self.consecutive_failures = 0
+        self.passes = 0
+
+    def backoff(self) -> float:
+        return float(
+            min(self.poll_interval * 2 ** max(self.consecutive_failures - 1, 0), self.max_backoff)
+        )
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        log.info("daemon.started", poll_interval_s=self.poll_interval)
+        while not stopping.is_set():
+            delay = self.poll_interval
+            try:
+                result = await self.syncer.run_pass(stopping)
+            except ArchiverError as exc:
+                self.consecutive_failures += 1
+                delay = self.backoff()
+                if (
+                    self.consecutive_failures == 1
+                    or self.consecutive_failures % DEFAULT_FAILURE_LOG_EVERY == 0
+                ):
+                    log.error(
+                        "pass.failed",
+                        error=str(exc),
+                        error_type=type(exc).__name__,
+                        consecutive=self.consecutive_failures,
+                        next_try_in_s=round(delay, 1),
+                    )
+                if self.on_pass is not None:
+                    self.on_pass(None, exc)
+            else:
+                self.passes += 1
+                if self.consecutive_failures:
+                    log.info("daemon.recovered", after_failures=self.consecutive_failures)
+                    self.consecutive_failures = 0
+                if self.on_pass is not None:
+                    self.on_pass(result, None)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+        log.info("daemon.stopped", passes=self.passes)
+
+
+async def run_until_signalled(
+    main: Callable[[asyncio.Event], Awaitable[T]], drain_timeout: float
+) -> T | None:
+    """Run ``main(stopping)``; the first signal sets ``stopping``, a second one cancels.
+
+    Returns None when ``main`` had to be cancelled.
+    """
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    task = asyncio.ensure_future(main(stopping))
+    received = 0
+
+    def on_signal(name: str) -> None:
+        nonlocal received
+        received += 1
+        if received == 1:
+            log.info("daemon.stopping", signal=name, drain_timeout_s=drain_timeout)
+            stopping.set()
+            loop.call_later(drain_timeout, task.cancel)
+        else:
+            log.warning("daemon.cancelling", signal=name)
+            task.cancel()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+        installed.append(sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if received:
+            log.warning("daemon.cancelled", reason="drain timeout or second signal")
+            return None
+        raise
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

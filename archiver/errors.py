@@ -1,0 +1,123 @@
+"""The one exception tree of archiver.
+
+::
+
+    ArchiverError                     base of everything we raise on purpose
+    ├── ConfigError                   bad config: names the key and the fix (exit 2)
+    ├── SourceError                   the Restcomm API
+    │   ├── SourceUnavailable         cannot reach it, 5xx, 429, timeouts     [transient]
+    │   ├── SourceAuthError           401/403: credentials rejected (exit 3)
+    │   ├── SourceProtocolError       malformed page, wrong host in a page URI
+    │   └── MediaError                one recording's media cannot be archived
+    │       ├── MediaNotReady         404 for a listed recording (still being written) [transient]
+    │       ├── MediaUnavailable      5xx / connection dropped mid-body      [transient]
+    │       └── MediaInvalid          error page served as audio, length mismatch, bad header
+    ├── StorageError                  the archive backend
+    │   ├── StorageUnavailable        unreachable, throttled, 5xx           [transient]
+    │   ├── StorageDenied             access denied, missing bucket/folder, disk full (exit 3)
+    │   ├── ObjectNotFound            the key does not exist
+    │   ├── VerificationFailed        the archived copy does not match (size, SHA-256, lock)
+    │   └── ArchiveConflict           the key holds different bytes; never overwritten
+    ├── LedgerError                   the SQLite ledger cannot be opened or migrated
+    └── InvalidRecording              hostile or malformed SID, unparseable fields (permanent)
+
+``transient`` errors are retried (``archiver.retry``); all others fail at once. Library errors
+(aiohttp, botocore, OSError) are translated at the boundary that sees them, ``raise X from exc``.
+"""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """Base of every error archiver raises on purpose."""
+
+    transient: bool = False
+
+
+class ConfigError(ArchiverError):
+    """The configuration is wrong. The message names the key and how to fix it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"config: {key}: {problem}")
+
+
+class SourceError(ArchiverError):
+    """Something went wrong talking to the Restcomm API."""
+
+
+class SourceUnavailable(SourceError):
+    """Connection refused or reset, timeout, HTTP 429 or 5xx."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SourceAuthError(SourceError):
+    """The API rejected the credentials (401) or the account (403)."""
+
+
+class SourceProtocolError(SourceError):
+    """The API answered something we cannot use: not JSON, missing fields, a foreign host."""
+
+
+class MediaError(SourceError):
+    """One recording's media could not be archived."""
+
+
+class MediaNotReady(MediaError):
+    """The list shows the recording but its media answers 404 (it may still be written)."""
+
+    transient = True
+
+
+class MediaUnavailable(MediaError):
+    """5xx, 429 or a connection dropped while fetching media."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class MediaInvalid(MediaError):
+    """The body is not a recording: error page, truncated, wrong length, bad header."""
+
+
+class StorageError(ArchiverError):
+    """Something went wrong with the archive backend."""
+
+
+class StorageUnavailable(StorageError):
+    """The archive is unreachable, throttling or failing with 5xx."""
+
+    transient = True
+
+
+class StorageDenied(StorageError):
+    """Access denied, missing bucket or folder, read-only or full disk."""
+
+
+class ObjectNotFound(StorageError):
+    """The key does not exist in the archive."""
+
+
+class VerificationFailed(StorageError):
+    """The archived copy is missing or differs from what was downloaded."""
+
+
+class ArchiveConflict(StorageError):
+    """The key already holds different bytes. Archives are never overwritten."""
+
+
+class LedgerError(ArchiverError):
+    """The ledger cannot be opened, migrated or written."""
+
+
+class InvalidRecording(ArchiverError):
+    """A listed recording that can never be archived: hostile SID, unusable fields."""

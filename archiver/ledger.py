@@ -1,0 +1,358 @@
+"""The ledger: one SQLite row per recording, and the watermark, durable across crashes.
+
+States::
+
+    discovered ──► archived ──► verified ──► deleted (issue: verified deletion)
+         │            │
+         └──► failed ◄┘   (retryable until max_attempts; permanent ones never retried)
+
+A row is written when a recording is first listed, before anything else happens to it, so work
+survives restarts without relying on the listing again. The watermark is the newest
+``date_created`` whose listing is durably here; it only moves forward.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from archiver.errors import LedgerError
+from archiver.restcomm import InvalidItem, Recording
+
+STATES = ("discovered", "archived", "verified", "failed", "deleted")
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE recordings (
+        sid             TEXT PRIMARY KEY,
+        account_sid     TEXT,
+        call_sid        TEXT,
+        date_created    TEXT,             -- ISO-8601 UTC
+        created_epoch   REAL,             -- for ordering and lag
+        duration        REAL,
+        ext             TEXT,
+        source          TEXT NOT NULL,    -- the item exactly as listed (JSON)
+        state           TEXT NOT NULL CHECK (state IN
+                            ('discovered','archived','verified','failed','deleted')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        permanent       INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        next_attempt_at REAL,
+        size            INTEGER,
+        sha256          TEXT,
+        archive_key     TEXT,
+        discovered_at   REAL NOT NULL,
+        archived_at     REAL,
+        verified_at     REAL,
+        deleted_at      REAL,
+        updated_at      REAL NOT NULL
+    );
+    CREATE INDEX recordings_work ON recordings (state, next_attempt_at);
+    CREATE INDEX recordings_created ON recordings (created_epoch);
+    """,
+}
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Row:
+    sid: str
+    account_sid: str | None
+    call_sid: str | None
+    date_created: datetime | None
+    duration: float | None
+    ext: str | None
+    source: dict[str, Any]
+    state: str
+    attempts: int
+    permanent: bool
+    last_error: str | None
+    size: int | None
+    sha256: str | None
+    archive_key: str | None
+    updated_at: float
+
+    def recording(self) -> Recording:
+        assert self.account_sid and self.date_created and self.ext
+        return Recording(
+            self.sid,
+            self.account_sid,
+            self.call_sid,
+            self.date_created,
+            self.duration or 0.0,
+            self.ext,
+            self.source,
+        )
+
+
+_ROW_COLUMNS = (
+    "sid, account_sid, call_sid, date_created, duration, ext, source, state, attempts, "
+    "permanent, last_error, size, sha256, archive_key, updated_at"
+)
+
+
+def _row(r: Sequence[Any]) -> Row:
+    return Row(
+        sid=r[0],
+        account_sid=r[1],
+        call_sid=r[2],
+        date_created=datetime.fromisoformat(r[3]) if r[3] else None,
+        duration=r[4],
+        ext=r[5],
+        source=json.loads(r[6]),
+        state=r[7],
+        attempts=r[8],
+        permanent=bool(r[9]),
+        last_error=r[10],
+        size=r[11],
+        sha256=r[12],
+        archive_key=r[13],
+        updated_at=r[14],
+    )
+
+
+class Ledger:
+    """Open with ``async with Ledger(path) as ledger``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> Ledger:
+        try:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=FULL")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            await self._close()
+            raise LedgerError(
+                f"cannot open the ledger at {self.path}: {exc} "
+                "(check ledger.path, its folder's permissions, and that it is a SQLite file)"
+            ) from exc
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("Ledger used outside 'async with'")
+        return self._db
+
+    async def _migrate(self) -> None:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"the ledger at {self.path} has schema {version}, newer than this archiver "
+                f"({SCHEMA_VERSION}); upgrade archiver"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            # executescript commits anything pending first, so the transaction is in the script
+            script = (
+                f"BEGIN IMMEDIATE;\n{_MIGRATIONS[target]}\nPRAGMA user_version={target};\nCOMMIT;"
+            )
+            try:
+                await self.db.executescript(script)
+            except BaseException:
+                if self.db.in_transaction:
+                    await self.db.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------ meta
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self.db.execute("SELECT value FROM meta WHERE key=?", (key,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.db.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    async def watermark(self) -> datetime | None:
+        value = await self.get_meta("watermark")
+        return datetime.fromisoformat(value) if value else None
+
+    async def advance_watermark(self, to: datetime) -> datetime:
+        """Move the watermark to ``to`` if that is forward; return the watermark now."""
+        current = await self.watermark()
+        if current is None or to > current:
+            await self.set_meta("watermark", to.astimezone(UTC).isoformat())
+            return to
+        return current
+
+    # ------------------------------------------------------------ recordings
+
+    async def upsert_listed(
+        self, items: Iterable[Recording | InvalidItem], now: float
+    ) -> tuple[int, int]:
+        """Record listed items in one transaction. Re-seeing one is harmless.
+
+        Returns (new recordings, new invalid items).
+        """
+        new = invalid = 0
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for item in items:
+                if isinstance(item, Recording):
+                    cur = await self.db.execute(
+                        "INSERT INTO recordings (sid, account_sid, call_sid, date_created, "
+                        "created_epoch, duration, ext, source, state, discovered_at, updated_at) "
+                        "VALUES (?,?,?,?,?,?,?,?,'discovered',?,?) ON CONFLICT(sid) DO NOTHING",
+                        (
+                            item.sid,
+                            item.account_sid,
+                            item.call_sid,
+                            item.date_created.isoformat(),
+                            item.date_created.timestamp(),
+                            item.duration,
+                            item.ext,
+                            json.dumps(item.source, sort_keys=False),
+                            now,
+                            now,
+                        ),
+                    )
+                    new += cur.rowcount
+                elif item.sid is not None:
+                    cur = await self.db.execute(
+                        "INSERT INTO recordings (sid, source, state, permanent, last_error, "
+                        "attempts, discovered_at, updated_at) "
+                        "VALUES (?,?,'failed',1,?,0,?,?) ON CONFLICT(sid) DO NOTHING",
+                        (item.sid, json.dumps(item.source), f"invalid: {item.reason}", now, now),
+                    )
+                    invalid += cur.rowcount
+            await self.db.execute("COMMIT")
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        return new, invalid
+
+    async def get(self, sid: str) -> Row | None:
+        async with self.db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM recordings WHERE sid=?", (sid,)
+        ) as cur:
+            r = await cur.fetchone()
+        return None if r is None else _row(r)
+
+    async def due(self, now: float, max_attempts: int, limit: int = 1000) -> list[Row]:
+        """Rows with work to do: new, archived-not-verified, and retryable failures now due."""
+        async with self.db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM recordings WHERE state IN ('discovered','archived') "
+            "OR (state='failed' AND permanent=0 AND attempts < ? "
+            "    AND (next_attempt_at IS NULL OR next_attempt_at <= ?)) "
+            "ORDER BY created_epoch LIMIT ?",
+            (max_attempts, now, limit),
+        ) as cur:
+            return [_row(r) for r in await cur.fetchall()]
+
+    async def mark_archived(
+        self, sid: str, *, key: str, size: int, sha256: str, now: float
+    ) -> None:
+        await self.db.execute(
+            "UPDATE recordings SET state='archived', archive_key=?, size=?, sha256=?, "
+            "archived_at=?, updated_at=? WHERE sid=?",
+            (key, size, sha256, now, now, sid),
+        )
+
+    async def mark_verified(self, sid: str, now: float) -> None:
+        await self.db.execute(
+            "UPDATE recordings SET state='verified', verified_at=?, last_error=NULL, "
+            "next_attempt_at=NULL, updated_at=? WHERE sid=? AND state='archived'",
+            (now, now, sid),
+        )
+
+    async def mark_failed(
+        self,
+        sid: str,
+        error: str,
+        *,
+        now: float,
+        permanent: bool,
+        next_attempt_at: float | None,
+        count_attempt: bool = True,
+    ) -> None:
+        await self.db.execute(
+            "UPDATE recordings SET state='failed', last_error=?, permanent=?, "
+            "attempts=attempts+?, next_attempt_at=?, updated_at=? WHERE sid=?",
+            (error[:2000], int(permanent), int(count_attempt), next_attempt_at, now, sid),
+        )
+
+    async def retry_failed(self, sids: Iterable[str] | None, now: float) -> int:
+        """Make failed rows due again (operator action): attempts reset."""
+        query = (
+            "UPDATE recordings SET state='discovered', attempts=0, permanent=0, "
+            "next_attempt_at=NULL, updated_at=? WHERE state='failed' AND account_sid IS NOT NULL"
+        )
+        if sids is None:
+            cur = await self.db.execute(query, (now,))
+            return cur.rowcount
+        total = 0
+        for sid in sids:
+            cur = await self.db.execute(query + " AND sid=?", (now, sid))
+            total += cur.rowcount
+        return total
+
+    # ---------------------------------------------------------------- status
+
+    async def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        async with self.db.execute("SELECT state, COUNT(*) FROM recordings GROUP BY state") as cur:
+            for state, n in await cur.fetchall():
+                counts[str(state)] = int(n)
+        return counts
+
+    async def failures(self, limit: int = 10) -> list[Row]:
+        async with self.db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM recordings WHERE state='failed' "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (limit,),
+        ) as cur:
+            return [_row(r) for r in await cur.fetchall()]
+
+    async def newest_archived(self) -> datetime | None:
+        async with self.db.execute(
+            "SELECT MAX(created_epoch) FROM recordings WHERE state IN ('verified','deleted')"
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return None
+        return datetime.fromtimestamp(float(row[0]), UTC)
+
+    async def archived_totals(self) -> tuple[int, int]:
+        async with self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM recordings "
+            "WHERE state IN ('verified','deleted')"
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])

@@ -1,0 +1,515 @@
+"""The Restcomm client: the Recordings API as the real server behaves (see shared/spec).
+
+What this client knows about the server, so that nothing above it has to:
+
+* the list is offset-paged, newest first, with no tiebreak inside one second; page URLs are
+  built here (``next_page_uri`` drops every filter and may lack ``.json``), a page past the end
+  is a 400, ``"null"`` ends the list;
+* ``StartTime`` filters by DATE only, in the server's time zone;
+* ``duration`` is a string, dates are RFC-2822-like in the server's zone;
+* media is fetched from ``{base_url}/2012-04-24/Accounts/{AC}/Recordings/{sid}.wav|.mp4``, never
+  from ``file_uri`` (which may name an internal host); redirects are followed by hand and Basic
+  auth is sent only to the origin of ``base_url``;
+* a media body is accepted only when the status is 200, its length matches ``Content-Length``
+  and it starts like a WAV (``RIFF....WAVE``) or an MP4 (``....ftyp``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import hashlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import aiohttp
+import structlog
+
+from archiver import __version__
+from archiver.errors import (
+    InvalidRecording,
+    MediaInvalid,
+    MediaNotReady,
+    MediaUnavailable,
+    SourceAuthError,
+    SourceProtocolError,
+    SourceUnavailable,
+)
+
+log = structlog.get_logger("archiver.restcomm")
+
+API_VERSION = "2012-04-24"
+SID_RE = re.compile(r"^[A-Za-z0-9]{2,64}$")
+DEFAULT_CHUNK = 256 * 1024
+DEFAULT_MAX_REDIRECTS = 5
+MAX_RECORDING_BYTES = 16 * 2**30  # a Content-Length above this is absurd for a call recording
+USER_AGENT = f"archiver/{__version__}"
+_RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def basic_auth(user: str, password: str) -> str:
+    token = base64.b64encode(f"{user}:{password}".encode("latin-1", "strict")).decode()
+    return f"Basic {token}"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def parse_date(value: Any, server_tz: tzinfo | None = None) -> datetime:
+    """A Restcomm date (``Mon, 6 Jan 2014 08:51:07 +0900``), or ISO-8601, to an aware UTC time.
+
+    Raises ValueError with the offending value.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"date_created {value!r} is not a date")
+    text = value.strip()
+    dt: datetime | None = None
+    try:
+        dt = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"date_created {value!r} is in no known format") from None
+    if dt.tzinfo is None:
+        if server_tz is None:
+            raise ValueError(f"date_created {value!r} has no time zone and none is configured")
+        dt = dt.replace(tzinfo=server_tz)
+    return dt.astimezone(UTC)
+
+
+def validate_sid(sid: Any, what: str = "sid") -> str:
+    if not isinstance(sid, str) or not SID_RE.match(sid):
+        raise InvalidRecording(f"{what} {sid!r} is malformed: only letters and digits are allowed")
+    return sid
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One listed recording, parsed and checked. ``source`` is the item exactly as listed."""
+
+    sid: str
+    account_sid: str
+    call_sid: str | None
+    date_created: datetime
+    duration: float
+    ext: str
+    source: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class InvalidItem:
+    """A listed item that can never be archived, kept so it is reported, not lost."""
+
+    sid: str | None
+    reason: str
+    source: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+def parse_recording(
+    item: Any, server_tz: tzinfo | None = None, default_account: str | None = None
+) -> Recording | InvalidItem:
+    if not isinstance(item, dict):
+        return InvalidItem(None, f"list item is not an object: {str(item)[:80]!r}", {})
+    raw_sid = item.get("sid")
+    sid = raw_sid if isinstance(raw_sid, str) and raw_sid else None
+    try:
+        validate_sid(raw_sid)
+        account_sid = item.get("account_sid") or default_account
+        validate_sid(account_sid, "account_sid")
+        call_sid = item.get("call_sid")
+        if call_sid is not None and not isinstance(call_sid, str):
+            raise InvalidRecording(f"call_sid {call_sid!r} is not a string")
+        created = parse_date(item.get("date_created"), server_tz)
+        raw_duration = item.get("duration", "0")
+        try:
+            duration = float(raw_duration)
+        except (TypeError, ValueError):
+            raise InvalidRecording(f"duration {raw_duration!r} is not a number") from None
+        file_uri = item.get("file_uri") or ""
+        ext = "mp4" if isinstance(file_uri, str) and file_uri.lower().endswith(".mp4") else "wav"
+    except (InvalidRecording, ValueError) as exc:
+        return InvalidItem(sid, str(exc), item)
+    assert isinstance(raw_sid, str) and isinstance(account_sid, str)
+    return Recording(raw_sid, account_sid, call_sid, created, duration, ext, item)
+
+
+def offset_of(value: str) -> tzinfo | None:
+    """The fixed offset printed in a Restcomm date, or None."""
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return dt.tzinfo
+
+
+@dataclass(frozen=True)
+class Page:
+    page: int
+    page_size: int
+    total: int
+    num_pages: int
+    items: list[Recording | InvalidItem]
+    raw_count: int
+    last: bool
+
+
+class RateLimiter:
+    """Caps requests per second across every worker; a 429 slows everyone down."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+        self._penalty_until = 0.0
+
+    def penalize(self, seconds: float) -> None:
+        self._penalty_until = max(self._penalty_until, time.monotonic() + seconds)
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            wait = max(self._next - now, self._penalty_until - now, 0.0)
+            if wait:
+                await asyncio.sleep(wait)
+            self._next = max(now, self._next) + self.interval
+
+
+@dataclass
+class MediaBody:
+    """A streamed, checked media body. Iterate it once; ``size``/``sha256`` are final after."""
+
+    content_type: str
+    content_length: int | None
+    _chunks: AsyncIterator[bytes]
+    ext: str
+    size: int = 0
+    _hash: Any = field(default_factory=hashlib.sha256)
+
+    @property
+    def sha256(self) -> str:
+        return str(self._hash.hexdigest())
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        head = b""
+        checked = False
+        async for chunk in self._chunks:
+            if not chunk:
+                continue
+            if not checked:
+                head += chunk
+                if len(head) < 12:
+                    continue
+                _check_magic(head, self.ext, self.content_type)
+                chunk, head, checked = head, b"", True
+            self.size += len(chunk)
+            if self.content_length is not None and self.size > self.content_length:
+                raise MediaInvalid(f"body is longer than its Content-Length {self.content_length}")
+            self._hash.update(chunk)
+            yield chunk
+        if not checked:
+            _check_magic(head, self.ext, self.content_type)  # raises: too short to be audio
+        if self.content_length is not None and self.size != self.content_length:
+            raise MediaInvalid(f"truncated body: got {self.size} of {self.content_length} bytes")
+
+
+def _check_magic(head: bytes, ext: str, content_type: str) -> None:
+    if ext == "mp4":
+        if len(head) >= 8 and head[4:8] == b"ftyp":
+            return
+        expected = "an MP4 'ftyp' box"
+    else:
+        if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            return
+        expected = "a RIFF/WAVE header"
+    sample = head[:32].decode("latin-1").replace("\n", " ")
+    raise MediaInvalid(
+        f"body is not a recording: expected {expected}, got {content_type or 'no type'} "
+        f"starting {sample!r}"
+    )
+
+
+class RestcommClient:
+    """An async context manager around one aiohttp session for one account."""
+
+    def __init__(
+        self,
+        base_url: str,
+        account_sid: str,
+        auth_token: str,
+        *,
+        timeout: float = 60.0,
+        server_tz: tzinfo | None = None,
+        max_requests_per_second: float = 0.0,
+        connections: int = 16,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.account_sid = validate_sid(account_sid, "account_sid")
+        self._auth = basic_auth(account_sid, auth_token)
+        self._origin = origin_of(self.base_url)
+        self._timeout = timeout
+        self.server_tz = server_tz
+        self.configured_tz = server_tz is not None
+        self._limiter = RateLimiter(max_requests_per_second)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+        self._warned_foreign = False
+        self.requests_by_status: dict[str, int] = {}
+
+    @property
+    def api_root(self) -> str:
+        return f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}"
+
+    async def __aenter__(self) -> RestcommClient:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._connections),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"User-Agent": USER_AGENT},
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("RestcommClient used outside 'async with'")
+        return self._session
+
+    def _headers_for(self, url: str, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept}
+        if origin_of(url) == self._origin:  # credentials never leave the configured origin
+            headers["Authorization"] = self._auth
+        return headers
+
+    def _count(self, status: int | str) -> None:
+        key = str(status)
+        self.requests_by_status[key] = self.requests_by_status.get(key, 0) + 1
+
+    # ---------------------------------------------------------------- list
+
+    def page_url(self, page: int, page_size: int, start_date: date | None) -> str:
+        params: dict[str, str | int] = {"Page": page, "PageSize": page_size}
+        if start_date is not None:
+            params["StartTime"] = start_date.isoformat()
+        return f"{self.api_root}/Recordings.json?{urlencode(params)}"
+
+    async def list_page(self, page: int, page_size: int, start_date: date | None) -> Page:
+        """One page of the newest-first list. A 400 past the first page means past the end."""
+        url = self.page_url(page, page_size, start_date)
+        await self._limiter.acquire()
+        try:
+            async with self.session.get(
+                url,
+                headers=self._headers_for(url, "application/json"),
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            ) as resp:
+                self._count(resp.status)
+                self._raise_for_status(resp, "list")
+                if resp.status == 400:
+                    if page > 0:
+                        return Page(page, page_size, 0, page - 1, [], 0, last=True)
+                    raise SourceProtocolError(
+                        f"the list answered 400 for page 0 (StartTime={start_date}); "
+                        "the server rejects the query"
+                    )
+                if resp.status != 200:
+                    raise SourceProtocolError(f"the list answered HTTP {resp.status}")
+                text = await resp.text(errors="replace")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._count("error")
+            raise SourceUnavailable(f"cannot reach the list at {self.base_url}: {exc!r}") from exc
+        return self._parse_page(text, page, page_size)
+
+    def _raise_for_status(self, resp: aiohttp.ClientResponse, what: str) -> None:
+        if resp.status == 401:
+            raise SourceAuthError(
+                f"{what}: 401 credentials rejected for account {self.account_sid} "
+                "(check source.account_sid and source.auth_token)"
+            )
+        if resp.status == 403:
+            raise SourceAuthError(
+                f"{what}: 403 forbidden for account {self.account_sid} "
+                "(account not active, or the token lacks Read/Delete:Recordings)"
+            )
+        if resp.status in _RETRYABLE_STATUS:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            if resp.status == 429:
+                self._limiter.penalize(retry_after or 1.0)
+            raise SourceUnavailable(
+                f"{what}: HTTP {resp.status} from the source", retry_after=retry_after
+            )
+
+    def _parse_page(self, text: str, page: int, page_size: int) -> Page:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise SourceProtocolError(
+                f"list page {page} is not JSON (starts {text[:60]!r})"
+            ) from None
+        if not isinstance(body, dict) or not isinstance(body.get("recordings"), list):
+            raise SourceProtocolError(f"list page {page} has no 'recordings' array")
+        try:
+            total = int(body.get("total", 0))
+            num_pages = int(body.get("num_pages", 0))
+        except (TypeError, ValueError):
+            raise SourceProtocolError(
+                f"list page {page} has a non-numeric total/num_pages"
+            ) from None
+        next_uri = body.get("next_page_uri")
+        if isinstance(next_uri, str) and next_uri not in ("", "null"):
+            absolute = urljoin(self.base_url + "/", next_uri)
+            if origin_of(absolute) != self._origin and not self._warned_foreign:
+                # We never follow page URIs (we build them), so this costs nothing but a warning.
+                self._warned_foreign = True
+                log.warning("source.foreign_page_uri", next_page_uri_origin=origin_of(absolute))
+        raw: list[Any] = body["recordings"]
+        if not self.configured_tz:
+            for item in raw[:1]:
+                if isinstance(item, dict) and isinstance(item.get("date_created"), str):
+                    learned = offset_of(item["date_created"])
+                    if learned is not None:
+                        self.server_tz = learned
+        items = [parse_recording(item, self.server_tz, self.account_sid) for item in raw]
+        last = (
+            not raw or page >= num_pages or next_uri in (None, "", "null") or len(raw) < page_size
+        )
+        return Page(page, page_size, total, num_pages, items, len(raw), last)
+
+    async def check(self) -> int:
+        """Reach the list with the credentials; returns the total the server reports."""
+        page = await self.list_page(0, 1, None)
+        return page.total
+
+    # ---------------------------------------------------------------- media
+
+    def media_url(self, sid: str, ext: str) -> str:
+        validate_sid(sid)
+        return f"{self.api_root}/Recordings/{sid}.{ext}"
+
+    @asynccontextmanager
+    async def media(self, sid: str, ext: str) -> AsyncIterator[MediaBody]:
+        """Open the media of one recording; iterate the yielded body to stream it."""
+        url = self.media_url(sid, ext)
+        try:
+            for _hop in range(DEFAULT_MAX_REDIRECTS + 1):
+                await self._limiter.acquire()
+                async with self.session.get(
+                    url,
+                    headers={**self._headers_for(url, "*/*"), "Accept-Encoding": "identity"},
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, connect=self._timeout, sock_read=self._timeout
+                    ),
+                ) as resp:
+                    self._count(resp.status)
+                    if resp.status in (301, 302, 303, 307, 308):
+                        location = resp.headers.get("Location")
+                        if not location:
+                            raise MediaInvalid(f"HTTP {resp.status} redirect without Location")
+                        url = urljoin(url, location)
+                        if urlsplit(url).scheme not in ("http", "https"):
+                            raise MediaInvalid("redirect to a non-HTTP URL refused")
+                        continue
+                    yield self._media_body(resp, ext)
+                    return
+            raise MediaInvalid(f"more than {DEFAULT_MAX_REDIRECTS} redirects for {sid}")
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            self._count("error")
+            raise MediaUnavailable(f"media connection failed: {exc!r}") from exc
+        except aiohttp.ClientError as exc:
+            self._count("error")
+            raise MediaUnavailable(f"media request failed: {exc!r}") from exc
+
+    def _media_body(self, resp: aiohttp.ClientResponse, ext: str) -> MediaBody:
+        if resp.status == 404:
+            raise MediaNotReady("media answered 404 (the recording may still be being written)")
+        if resp.status in _RETRYABLE_STATUS:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            if resp.status == 429:
+                self._limiter.penalize(retry_after or 1.0)
+            raise MediaUnavailable(f"media answered HTTP {resp.status}", retry_after=retry_after)
+        if resp.status in (401, 403):
+            raise SourceAuthError(f"media answered HTTP {resp.status}")
+        if resp.status != 200:
+            raise MediaInvalid(f"media answered HTTP {resp.status}, expected 200")
+        length: int | None = None
+        header = resp.headers.get("Content-Length")
+        encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", "")
+        if header is not None and not encoded:
+            try:
+                length = int(header)
+            except ValueError:
+                raise MediaInvalid(f"Content-Length {header!r} is not a number") from None
+            if length < 0 or length > MAX_RECORDING_BYTES:
+                raise MediaInvalid(f"Content-Length {length} is absurd for a recording")
+        content_type = resp.headers.get("Content-Type", "")
+        return MediaBody(content_type, length, resp.content.iter_chunked(DEFAULT_CHUNK), ext)
+
+    # ---------------------------------------------------------------- delete
+
+    async def delete(self, sid: str) -> bool:
+        """DELETE one recording. True when deleted now, False when it was already gone (404)."""
+        validate_sid(sid)
+        url = f"{self.api_root}/Recordings/{sid}.json"
+        await self._limiter.acquire()
+        try:
+            async with self.session.delete(
+                url,
+                headers=self._headers_for(url, "application/json"),
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            ) as resp:
+                self._count(resp.status)
+                if resp.status == 404:
+                    return False
+                self._raise_for_status(resp, "delete")
+                if resp.status not in (200, 204):
+                    raise SourceProtocolError(f"delete answered HTTP {resp.status}")
+                return True
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._count("error")
+            raise SourceUnavailable(f"delete failed: {exc!r}") from exc
+
+
+def start_date_for(since: datetime, server_tz: tzinfo | None) -> date:
+    """The ``StartTime`` date that is sure to include ``since`` in the server's zone.
+
+    Known zone: the server-local date, less a 2 h margin for DST and clock skew. Unknown zone:
+    the earliest local date any offset (down to UTC-14) could give. Listing a little too early
+    is cheap: the scan stops at the first recording older than ``since``.
+    """
+    if server_tz is not None:
+        return (since.astimezone(server_tz) - timedelta(hours=2)).date()
+    return (since.astimezone(UTC) - timedelta(hours=14)).date()

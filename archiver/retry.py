@@ -1,0 +1,106 @@
+"""The one retry policy (tenacity): transient errors only, bounded, observable, switchable.
+
+Only errors marked ``transient`` in :mod:`archiver.errors` are retried, with exponential backoff
+and jitter, bounded by both attempts and elapsed time. A ``retry_after`` on the error (from an
+HTTP ``Retry-After``) is honoured when it is longer than the backoff. Every scheduled retry is
+logged as ``retry.scheduled``. Tests call :func:`set_testing` to make waits zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from archiver.errors import ArchiverError
+
+log = structlog.get_logger("archiver.retry")
+T = TypeVar("T")
+
+DEFAULT_ATTEMPTS = 5
+DEFAULT_MAX_DELAY = 120.0  # seconds of retrying one operation, all attempts together
+DEFAULT_INITIAL_WAIT = 0.5
+DEFAULT_MAX_WAIT = 30.0
+MAX_RETRY_AFTER = 300.0  # never sleep longer than this on a server's say-so
+
+
+@dataclass
+class _Testing:
+    enabled: bool = False
+    attempts: int = DEFAULT_ATTEMPTS
+
+
+_testing = _Testing()
+
+
+def set_testing(enabled: bool = True, attempts: int = DEFAULT_ATTEMPTS) -> None:
+    """Zero all waits (tests); the attempt bound still applies."""
+    _testing.enabled = enabled
+    _testing.attempts = attempts
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, ArchiverError) and exc.transient
+
+
+def _wait(state: RetryCallState) -> float:
+    if _testing.enabled:
+        return 0.0
+    backoff = wait_exponential_jitter(initial=DEFAULT_INITIAL_WAIT, max=DEFAULT_MAX_WAIT)(state)
+    exc = state.outcome.exception() if state.outcome else None
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float) and retry_after > backoff:
+        return min(float(retry_after), MAX_RETRY_AFTER)
+    return backoff
+
+
+def _before_sleep(operation: str, fields: dict[str, Any]) -> Callable[[RetryCallState], None]:
+    def hook(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "retry.scheduled",
+            operation=operation,
+            attempt=state.attempt_number,
+            wait_s=round(wait, 3),
+            error=str(exc),
+            error_type=type(exc).__name__,
+            **fields,
+        )
+
+    return hook
+
+
+async def retrying(
+    operation: str,
+    fn: Callable[[], Awaitable[T]],
+    *,
+    attempts: int | None = None,
+    max_delay: float = DEFAULT_MAX_DELAY,
+    **fields: Any,
+) -> T:
+    """Call ``fn`` until it succeeds, raises a permanent error, or the bounds are reached.
+
+    The last error is re-raised as it was (not wrapped in tenacity's RetryError).
+    """
+    n = attempts if attempts is not None else _testing.attempts
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(n) | stop_after_delay(max_delay),
+        wait=_wait,
+        before_sleep=_before_sleep(operation, fields),
+        reraise=True,
+    ):
+        with attempt:
+            return await fn()
+    raise AssertionError("unreachable")  # pragma: no cover

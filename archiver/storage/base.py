@@ -1,0 +1,107 @@
+"""The storage interface every archive backend implements, and the contract it keeps.
+
+Contract (checked by ``tests/test_storage_contract.py`` for every backend):
+
+* ``put`` is atomic: no partial object is ever visible at ``key``; a failure or a cancellation
+  leaves nothing behind (temp files removed, multipart uploads aborted).
+* ``put`` is idempotent per key: putting the same bytes again is a no-op; different bytes at an
+  existing key raise :class:`~archiver.errors.ArchiveConflict` naming both checksums, unless
+  ``replace=True`` (used only for sidecars, never for audio).
+* ``put`` consumes ``body`` exactly once and returns the size and SHA-256 of what it stored.
+* ``verify`` proves an archived copy: it raises VerificationFailed unless the store holds
+  exactly ``size`` bytes with ``sha256`` at ``key`` (and whatever protection the backend is
+  configured to require, e.g. S3 Object Lock retention). ``deep`` re-reads the bytes even where
+  stored checksums would do.
+* ``stat`` returns the size and SHA-256 the store holds for ``key`` (None when absent), from
+  stored checksums where the backend has them; ``read`` streams the bytes back.
+* Library errors are translated: missing key → ObjectNotFound; throttling, 5xx, timeouts →
+  StorageUnavailable (transient); denied, missing bucket or folder, disk full → StorageDenied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from archiver.errors import StorageError, VerificationFailed
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+MAX_KEY_LENGTH = 900
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    sha256: str
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """One archive backend. Open it with ``async with``."""
+
+    name: str
+
+    async def __aenter__(self) -> Storage: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def put(
+        self,
+        key: str,
+        body: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        replace: bool = False,
+    ) -> StoredObject: ...
+
+    async def stat(self, key: str) -> StoredObject | None: ...
+
+    def read(self, key: str) -> AsyncIterator[bytes]: ...
+
+    async def verify(self, key: str, size: int, sha256: str, *, deep: bool = False) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    def describe(self, key: str = "") -> str: ...
+
+
+def check_key(key: str) -> str:
+    """Refuse any key that could escape the archive or be read two ways."""
+    if not key or len(key) > MAX_KEY_LENGTH or key.startswith("/"):
+        raise StorageError(f"archive key {key!r} is empty, absolute or too long")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or not _SEGMENT.match(segment):
+            raise StorageError(f"archive key {key!r} has an unsafe segment {segment!r}")
+    return key
+
+
+async def digest(storage: Storage, key: str) -> StoredObject:
+    """Read ``key`` back in full and hash it: the deep check of an archived copy."""
+    h = hashlib.sha256()
+    size = 0
+    async for chunk in storage.read(key):
+        h.update(chunk)
+        size += len(chunk)
+    return StoredObject(key, size, h.hexdigest())
+
+
+def compare(key: str, got: StoredObject | None, size: int, sha256: str, where: str) -> None:
+    """Raise VerificationFailed unless ``got`` is ``size`` bytes with ``sha256``."""
+    if got is None:
+        raise VerificationFailed(f"{where}: archived copy is missing")
+    if got.size != size:
+        raise VerificationFailed(f"{where}: archived copy has {got.size} bytes, expected {size}")
+    if got.sha256 != sha256:
+        raise VerificationFailed(
+            f"{where}: archived copy has sha256 {got.sha256}, expected {sha256}"
+        )
+
+
+async def single_chunk(data: bytes) -> AsyncIterator[bytes]:
+    """``data`` as a body for ``put``."""
+    yield data

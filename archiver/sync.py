@@ -1,0 +1,468 @@
+"""One sync pass: list from the watermark, record, transfer, verify.
+
+The pass receives everything it talks to (client, storage, ledger, clock) from its caller.
+
+Listing (``scan``) works with the server as it is: newest first, offset-paged, no tiebreak
+inside one second. It lists ``StartTime = date(watermark - lookback)``, upserts every page into
+the ledger as it arrives, and stops at the first page that reaches recordings older than
+``watermark - lookback`` (everything after is older still). Two hazards are handled:
+
+* a group of recordings sharing one second that straddles a page boundary can come back in a
+  different order on each page request, so a member can be skipped. Every such group is
+  re-read with one request whose page covers the whole group plus a sentinel on each side;
+* rows deleted while paging shift later pages up and skip rows. A drop in ``total`` restarts
+  the listing; if it keeps happening the scan is marked incomplete.
+
+The watermark advances to the newest listed ``date_created`` (never past now, never backwards)
+only after the whole listing is in the ledger and only when the scan was complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import structlog
+
+from archiver.config import Config
+from archiver.errors import (
+    ArchiveConflict,
+    ArchiverError,
+    InvalidRecording,
+    LedgerError,
+    MediaNotReady,
+    SourceAuthError,
+    StorageDenied,
+    StorageError,
+    VerificationFailed,
+)
+from archiver.ledger import Ledger, Row
+from archiver.restcomm import InvalidItem, Page, Recording, RestcommClient, start_date_for
+from archiver.retry import retrying
+from archiver.storage import Storage, check_key
+from archiver.storage.base import single_chunk
+
+log = structlog.get_logger("archiver.sync")
+
+Clock = Callable[[], float]
+
+DEFAULT_SCAN_RESTARTS = 3
+DEFAULT_GROUP_TRIES = 4
+DEFAULT_RETRY_BASE = 60.0  # seconds before the first retry of a failed recording
+DEFAULT_RETRY_CAP = 6 * 3600.0
+DEFAULT_DUE_BATCH = 500
+DEFAULT_TRANSFER_ATTEMPTS = 3  # immediate tries of one transfer before it is left for later
+FATAL = (SourceAuthError, StorageDenied, LedgerError)
+
+
+class PassAborted(ArchiverError):
+    """The pass stopped early on an error that concerns every recording, not one."""
+
+
+@dataclass
+class ScanResult:
+    listed: int = 0
+    new: int = 0
+    invalid: int = 0
+    pages: int = 0
+    newest: datetime | None = None
+    complete: bool = True
+    reason: str = ""
+
+
+@dataclass
+class PassResult:
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    scan: ScanResult = field(default_factory=ScanResult)
+    archived: int = 0
+    verified: int = 0
+    failed: int = 0
+    bytes: int = 0
+    watermark: datetime | None = None
+    stopped_early: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.scan.invalid == 0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "listed": self.scan.listed,
+            "new": self.scan.new,
+            "invalid": self.scan.invalid,
+            "pages": self.scan.pages,
+            "scan_complete": self.scan.complete,
+            "archived": self.archived,
+            "verified": self.verified,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "watermark": self.watermark.isoformat() if self.watermark else None,
+            "duration_s": round(self.finished_at - self.started_at, 3),
+            "stopped_early": self.stopped_early,
+        }
+
+
+def render_key(template: str, rec: Recording) -> str:
+    key = template.format(
+        account_sid=rec.account_sid,
+        sid=rec.sid,
+        call_sid=rec.call_sid or "none",
+        date_created=rec.date_created.astimezone(UTC),
+        ext=rec.ext,
+    )
+    return check_key(key)
+
+
+def sidecar(rec: Recording, key: str, size: int, sha256: str, archived_at: float) -> bytes:
+    doc = {
+        "sid": rec.sid,
+        "account_sid": rec.account_sid,
+        "call_sid": rec.call_sid,
+        "date_created": rec.date_created.astimezone(UTC).isoformat(),
+        "duration": rec.duration,
+        "ext": rec.ext,
+        "size": size,
+        "sha256": sha256,
+        "archive_key": key,
+        "archived_at": datetime.fromtimestamp(archived_at, UTC).isoformat(),
+        "source": rec.source,
+    }
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def object_metadata(rec: Recording) -> dict[str, str]:
+    return {
+        "sid": rec.sid,
+        "call-sid": rec.call_sid or "",
+        "account-sid": rec.account_sid,
+        "date-created": rec.date_created.astimezone(UTC).isoformat(),
+        "duration": repr(rec.duration),
+    }
+
+
+def retry_delay(attempts: int) -> float:
+    return float(min(DEFAULT_RETRY_BASE * 2 ** max(attempts - 1, 0), DEFAULT_RETRY_CAP))
+
+
+def _covering_page(lo: int, hi: int) -> tuple[int, int]:
+    """(page, size) of one offset page whose range [page*size, page*size+size) holds [lo, hi]."""
+    size = hi - lo + 1
+    while True:
+        page = lo // size
+        if page * size + size - 1 >= hi:
+            return page, size
+        size += 1
+
+
+class Syncer:
+    """Runs passes. Holds no state between passes beyond what the ledger holds."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        client: RestcommClient,
+        storage: Storage,
+        ledger: Ledger,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.storage = storage
+        self.ledger = ledger
+        self.clock = clock
+        self.in_flight = 0
+        self.on_progress: Callable[[PassResult, Row | None], None] | None = None
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # ------------------------------------------------------------------ scan
+
+    async def since(self) -> datetime:
+        watermark = await self.ledger.watermark()
+        if watermark is None:
+            return self.cfg.source.start_time
+        return max(watermark - self.cfg.source.lookback, self.cfg.source.start_time)
+
+    async def _page(self, page: int, size: int, start: date | None) -> Page:
+        return await retrying(
+            "list_page", lambda: self.client.list_page(page, size, start), page=page
+        )
+
+    async def scan(self, since: datetime) -> ScanResult:
+        """List everything created at or after ``since`` into the ledger."""
+        result = ScanResult()
+        size = self.cfg.source.page_size
+        start = start_date_for(since, self.client.server_tz)
+        for restart in range(DEFAULT_SCAN_RESTARTS + 1):
+            seen: dict[int, Recording | InvalidItem] = {}
+            first_total: int | None = None
+            page_no = 0
+            shrank = False
+            last_page: Page | None = None
+            while True:
+                page = await self._page(page_no, size, start)
+                result.pages += 1
+                if first_total is None:
+                    first_total = page.total
+                elif page.total < first_total:
+                    shrank = True
+                await self._record(page.items, result)
+                for i, item in enumerate(page.items):
+                    seen[page_no * size + i] = item
+                last_page = page
+                if shrank or page.last:
+                    break
+                if any(isinstance(x, Recording) and x.date_created < since for x in page.items):
+                    break  # newest first: every later page is older than `since`
+                page_no += 1
+            if shrank and restart < DEFAULT_SCAN_RESTARTS:
+                log.warning("scan.restarted", reason="rows deleted while paging", restart=restart)
+                continue
+            if shrank:
+                result.complete = False
+                result.reason = "rows kept disappearing while paging"
+            assert last_page is not None
+            ended = last_page.last
+            await self._resolve_straddles(seen, size, since, start, ended, result)
+            break
+        return result
+
+    async def _record(self, items: list[Recording | InvalidItem], result: ScanResult) -> None:
+        new, invalid = await self.ledger.upsert_listed(items, self.clock())
+        result.new += new
+        result.invalid += invalid
+        result.listed += len(items)
+        cap = self.now()
+        for item in items:
+            if isinstance(item, Recording):
+                created = min(item.date_created, cap)  # a clock ahead of ours cannot skip work
+                if result.newest is None or created > result.newest:
+                    result.newest = created
+            elif invalid:
+                log.error("recording.invalid", sid=item.sid, reason=item.reason)
+            if isinstance(item, InvalidItem) and item.sid is None:
+                log.error("listing.item_unusable", reason=item.reason)
+                result.invalid += 1
+
+    async def _resolve_straddles(
+        self,
+        seen: dict[int, Recording | InvalidItem],
+        size: int,
+        since: datetime,
+        start: date | None,
+        ended: bool,
+        result: ScanResult,
+    ) -> None:
+        ts = {pos: x.date_created for pos, x in seen.items() if isinstance(x, Recording)}
+        if not ts:
+            return
+        end = max(seen) + 1
+        groups: set[datetime] = set()
+        for boundary in range(size, end, size):
+            a, b = ts.get(boundary - 1), ts.get(boundary)
+            if a is not None and a == b and a >= since:
+                groups.add(a)
+        for t in sorted(groups, reverse=True):
+            if not await self._read_group(t, ts, end, ended, start, result):
+                result.complete = False
+                result.reason = f"could not read all recordings created at {t.isoformat()}"
+                log.warning("scan.group_unresolved", date_created=t.isoformat())
+
+    async def _read_group(
+        self,
+        t: datetime,
+        ts: dict[int, datetime],
+        end: int,
+        ended: bool,
+        start: date | None,
+        result: ScanResult,
+    ) -> bool:
+        members = [p for p, v in ts.items() if v == t]
+        before = [p for p, v in ts.items() if v > t and p < min(members)]
+        after = [p for p, v in ts.items() if v < t and p > max(members)]
+        lo = max(before) if before else 0
+        hi = min(after) if after else end - 1
+        for attempt in range(DEFAULT_GROUP_TRIES):
+            margin = 0 if attempt == 0 else (hi - lo + 1) * attempt
+            page_no, size = _covering_page(max(lo - margin, 0), hi + margin)
+            page = await self._page(page_no, size, start)
+            result.pages += 1
+            await self._record(page.items, result)
+            stamps = [x.date_created for x in page.items if isinstance(x, Recording)]
+            idx = [i for i, s in enumerate(stamps) if s == t]
+            if not idx:
+                continue
+            head_ok = page_no == 0 or any(s > t for s in stamps[: idx[0]])
+            tail_ok = (page.last and not after) or any(s < t for s in stamps[idx[-1] :])
+            if head_ok and tail_ok:
+                log.debug("scan.group_read", date_created=t.isoformat(), members=len(idx))
+                return True
+        return False
+
+    # ------------------------------------------------------------- transfer
+
+    async def archive_one(self, row: Row, result: PassResult) -> None:
+        log_ = log.bind(sid=row.sid)
+        rec = row.recording()
+        key = render_key(self.cfg.archive.key_template, rec)
+        if row.state == "archived" and row.size is not None and row.sha256 is not None:
+            size, sha = row.size, row.sha256  # archived before a restart: verify only
+        else:
+
+            async def transfer() -> tuple[int, str]:
+                async with self.client.media(rec.sid, rec.ext) as body:
+                    ctype = "video/mp4" if rec.ext == "mp4" else "audio/x-wav"
+                    stored = await self.storage.put(
+                        key, body, content_type=ctype, metadata=object_metadata(rec)
+                    )
+                if (stored.size, stored.sha256) != (body.size, body.sha256):
+                    raise VerificationFailed(
+                        f"stored {stored.size} bytes sha256 {stored.sha256}, downloaded "
+                        f"{body.size} bytes sha256 {body.sha256}"
+                    )
+                return stored.size, stored.sha256
+
+            size, sha = await retrying(
+                "transfer", transfer, attempts=DEFAULT_TRANSFER_ATTEMPTS, sid=rec.sid
+            )
+            await self.ledger.mark_archived(
+                rec.sid, key=key, size=size, sha256=sha, now=self.clock()
+            )
+            result.archived += 1
+            result.bytes += size
+            log_.info("recording.archived", key=key, size=size, sha256=sha)
+        await retrying("verify", lambda: self.storage.verify(key, size, sha), sid=rec.sid)
+        await retrying(
+            "sidecar",
+            lambda: self.storage.put(
+                key + ".json",
+                single_chunk(sidecar(rec, key, size, sha, self.clock())),
+                content_type="application/json",
+                replace=True,
+            ),
+            sid=rec.sid,
+        )
+        await self.ledger.mark_verified(rec.sid, self.clock())
+        result.verified += 1
+        log_.info("recording.verified", key=key, size=size)
+
+    async def _attempt(self, row: Row, result: PassResult) -> None:
+        self.in_flight += 1
+        try:
+            await self.archive_one(row, result)
+        except FATAL:
+            raise
+        except (ArchiverError, ValueError) as exc:
+            await self._fail(row, exc, result)
+        finally:
+            self.in_flight -= 1
+            if self.on_progress is not None:
+                self.on_progress(result, row)
+
+    async def _fail(self, row: Row, exc: Exception, result: PassResult) -> None:
+        now = self.clock()
+        src = self.cfg.source
+        attempts = row.attempts + 1
+        reason = f"{type(exc).__name__}: {exc}"
+        count = True
+        permanent = isinstance(exc, ArchiveConflict | InvalidRecording | ValueError)
+        if isinstance(exc, MediaNotReady):
+            discovered_for = now - (row.date_created.timestamp() if row.date_created else now)
+            if discovered_for < src.media_grace.total_seconds():
+                count = False  # the platform may still be writing it: not an attempt yet
+                attempts = row.attempts
+        if count and attempts >= src.max_attempts:
+            permanent = True
+        delay = retry_delay(max(attempts, 1))
+        if not count:
+            delay = min(delay, src.media_grace.total_seconds() / 4 or delay)
+        await self.ledger.mark_failed(
+            row.sid,
+            reason,
+            now=now,
+            permanent=permanent,
+            next_attempt_at=None if permanent else now + delay,
+            count_attempt=count,
+        )
+        result.failed += 1
+        result.failures.append((row.sid, reason))
+        (log.error if permanent else log.warning)(
+            "recording.failed",
+            sid=row.sid,
+            reason=reason,
+            attempts=attempts,
+            permanent=permanent,
+            retry_in_s=None if permanent else round(delay),
+        )
+
+    async def transfer_due(self, result: PassResult, stopping: asyncio.Event) -> None:
+        """Archive every row that is due now, ``concurrency`` at a time."""
+        limit = asyncio.Semaphore(self.cfg.source.concurrency)
+        done: set[str] = set()
+
+        async def one(row: Row) -> None:
+            try:
+                if not stopping.is_set():
+                    await self._attempt(row, result)
+            finally:
+                limit.release()
+
+        async with asyncio.TaskGroup() as tg:
+            while not stopping.is_set():
+                rows = [
+                    r
+                    for r in await self.ledger.due(
+                        self.clock(), self.cfg.source.max_attempts, DEFAULT_DUE_BATCH + len(done)
+                    )
+                    if r.sid not in done
+                ]
+                if not rows:
+                    break
+                for row in rows:
+                    done.add(row.sid)
+                    if row.account_sid is None or row.date_created is None:
+                        continue  # invalid items are failed at listing time
+                    await limit.acquire()
+                    if stopping.is_set():
+                        limit.release()
+                        break
+                    tg.create_task(one(row))
+
+    # ----------------------------------------------------------------- pass
+
+    async def run_pass(self, stopping: asyncio.Event | None = None) -> PassResult:
+        stopping = stopping or asyncio.Event()
+        result = PassResult(started_at=self.clock())
+        since = await self.since()
+        log.info("pass.started", since=since.isoformat())
+        try:
+            result.scan = await self.scan(since)
+            if result.scan.complete and result.scan.newest is not None:
+                result.watermark = await self.ledger.advance_watermark(result.scan.newest)
+            else:
+                result.watermark = await self.ledger.watermark()
+                if not result.scan.complete:
+                    log.warning("scan.incomplete", reason=result.scan.reason)
+            await self.transfer_due(result, stopping)
+        except* FATAL as group:
+            raise group.exceptions[0] from None
+        except* StorageError as group:
+            raise group.exceptions[0] from None
+        result.stopped_early = stopping.is_set()
+        result.finished_at = self.clock()
+        await self.ledger.set_meta("last_pass", json.dumps(result.summary()))
+        await self.ledger.set_meta("last_pass_at", str(result.finished_at))
+        log.info("pass.finished", **result.summary())
+        return result
+
+
+def lag_seconds(newest: datetime | None, now: datetime) -> float | None:
+    return None if newest is None else max((now - newest) / timedelta(seconds=1), 0.0)

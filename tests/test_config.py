@@ -1,0 +1,126 @@
+"""Config: the example loads, overrides apply, and every mistake names its key."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from archiver.cli import main
+from archiver.config import load_config, parse_duration, parse_size
+from archiver.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "archiver.example.toml"
+
+MINIMAL = """
+[source]
+base_url = "http://127.0.0.1:9/restcomm"
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token = "t0ken-value"
+[archive]
+path = "{tmp}/archive"
+[ledger]
+path = "{tmp}/ledger.sqlite3"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "archiver.toml"
+    p.write_text(text.replace("{tmp}", str(tmp_path)))
+    return p
+
+
+def test_example_config_loads_with_a_token_and_documents_every_key() -> None:
+    cfg = load_config(EXAMPLE, environ={"ARCHIVER_SOURCE__AUTH_TOKEN": "secret"})
+    assert cfg.source.lookback == timedelta(minutes=15)
+    assert cfg.source.poll_interval == timedelta(seconds=60)
+    assert cfg.archive.multipart_threshold == 64 * 2**20
+    text = EXAMPLE.read_text()
+    import dataclasses
+
+    from archiver.config import SECTIONS
+
+    for section, cls in SECTIONS.items():
+        assert f"[{section}]" in text
+        for f in dataclasses.fields(cls):
+            assert f"\n{f.name} = " in text, f"{section}.{f.name} is not documented"
+
+
+def test_environment_overrides_and_types(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, MINIMAL),
+        environ={
+            "ARCHIVER_SOURCE__PAGE_SIZE": "250",
+            "ARCHIVER_SOURCE__LOOKBACK": "2h",
+            "ARCHIVER_ARCHIVE__LEGAL_HOLD": "true",
+            "ARCHIVER_CONFIG": "ignored",
+        },
+    )
+    assert cfg.source.page_size == 250
+    assert cfg.source.lookback == timedelta(hours=2)
+    assert cfg.archive.legal_hold is True
+
+
+def test_secret_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("from-file\n")
+    text = MINIMAL.replace('auth_token = "t0ken-value"', f'auth_token_file = "{tmp_path}/token"')
+    cfg = load_config(write(tmp_path, text), environ={})
+    assert cfg.source.auth_token == "from-file"
+    assert "from-file" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("edit", "env", "key"),
+    [
+        (("page_size = 100", "page_size = 'many'"), {}, "source.page_size"),
+        (("[ledger]", "[ledger]\npaht = 'x'"), {}, "ledger.paht"),
+        (("", ""), {"ARCHIVER_SOURCE__LOOKBACK": "soon"}, "source.lookback"),
+        (("", ""), {"ARCHIVER_SOURCE__PAGE_SIZE": "0"}, "source.page_size"),
+        (("", ""), {"ARCHIVER_SORCE__X": "1"}, "sorce"),
+        (
+            ('auth_token = "t0ken-value"', "auth_token_file = '/nonexistent/tok'"),
+            {},
+            "source.auth_token_file",
+        ),
+        (('auth_token = "t0ken-value"', ""), {}, "source.auth_token"),
+        (("http://127.0.0.1:9/restcomm", "ftp://x"), {}, "source.base_url"),
+        (
+            ("[archive]", "[archive]\nkey_template = '{account_sid}/{nope}.wav'"),
+            {},
+            "archive.key_template",
+        ),
+        (("[archive]", "[archive]\nbackend = 'tape'"), {}, "archive.backend"),
+        (("[archive]", "[archive]\nobject_lock_mode = 'COMPLIANCE'"), {}, "archive.retention_days"),
+    ],
+)
+def test_mistakes_name_the_key(
+    tmp_path: Path, edit: tuple[str, str], env: dict[str, str], key: str
+) -> None:
+    text = MINIMAL.replace("[source]", "[source]\npage_size = 100").replace(*edit)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ=env)
+    assert info.value.key == key, str(info.value)
+    assert key in str(info.value)
+
+
+def test_durations_and_sizes() -> None:
+    assert parse_duration("90s") == timedelta(seconds=90)
+    assert parse_duration("7d") == timedelta(days=7)
+    assert parse_duration("250ms") == timedelta(milliseconds=250)
+    assert parse_size("16MiB") == 16 * 2**20
+    with pytest.raises(ConfigError):
+        parse_duration("-5s")
+    with pytest.raises(ConfigError):
+        parse_size("lots")
+
+
+def test_cli_bad_config_exits_2_and_touches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write(tmp_path, MINIMAL.replace("page_size", "x") + "\n[bogus]\n")
+    assert main(["--config", str(cfg), "sync"]) == 2
+    err = capsys.readouterr().err
+    assert "bogus" in err
+    assert not (tmp_path / "ledger.sqlite3").exists() and not (tmp_path / "archive").exists()
+    assert main(["--config", str(tmp_path / "missing.toml"), "sync"]) == 2
