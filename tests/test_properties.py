@@ -1,0 +1,94 @@
+"""Property: for random arrival schedules, page sizes and crash points, once the passes settle,
+every recording is archived exactly once with its SHA-256, and the watermark never went back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from archiver.simulator import RestcommSimulator, SimRecording
+from tests.conftest import NOW, Harness, make_config
+
+# (age in seconds when it appears, recordings sharing that second); ages stay inside lookback
+batch = st.lists(st.tuples(st.integers(0, 600), st.integers(1, 5)), max_size=6)
+step = st.tuples(batch, st.one_of(st.none(), st.integers(1, 40)))
+schedule = st.lists(step, min_size=1, max_size=5)
+
+
+async def _crashing_pass(h: Harness, sim: RestcommSimulator, crash_after: int | None) -> None:
+    task = asyncio.ensure_future(h.pass_())
+    if crash_after is None:
+        await task
+        return
+    start = len(sim.requests)
+    while not task.done() and len(sim.requests) - start < crash_after:
+        await asyncio.sleep(0)
+    task.cancel()  # like a kill: whatever is in memory is gone, the ledger keeps what it had
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _scenario(page_size: int, steps: list[tuple[list[tuple[int, int]], int | None]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with RestcommSimulator(seed=page_size) as sim:
+            now = NOW
+            clock_now = [now.timestamp()]
+            cfg = make_config(sim, Path(tmp), page_size=page_size, lookback="15m", concurrency=3)
+            h = Harness(cfg, clock=lambda: clock_now[0])
+            watermarks: list[datetime] = []
+            for arrivals, crash_after in steps:
+                now += timedelta(minutes=5)
+                clock_now[0] = now.timestamp()
+                for age, count in arrivals:
+                    created = (now - timedelta(seconds=age)).replace(microsecond=0)
+                    for _ in range(count):
+                        sim.add(
+                            SimRecording(
+                                sid=sim.make_sid(),
+                                account_sid=sim.account_sid,
+                                call_sid=None,
+                                date_created=created,
+                                duration=1.0,
+                                size=2000,
+                            )
+                        )
+                await _crashing_pass(h, sim, crash_after)
+                wm = await h.watermark()
+                if wm is not None:
+                    watermarks.append(wm)
+            for _ in range(2):  # settle: no more arrivals, no crashes
+                now += timedelta(minutes=5)
+                clock_now[0] = now.timestamp()
+                await h.pass_()
+                wm = await h.watermark()
+                if wm is not None:
+                    watermarks.append(wm)
+
+            assert watermarks == sorted(watermarks), "the watermark went backwards"
+            root = Path(cfg.archive.path)
+            files = [p for p in root.rglob("*.wav") if ".archiver-tmp" not in p.parts]
+            by_sid = {p.stem: p for p in files}
+            assert len(files) == len(by_sid), "a recording archived twice"
+            assert set(by_sid) == set(sim.recordings), (
+                f"missed {len(set(sim.recordings) - set(by_sid))} of {len(sim.recordings)}"
+            )
+            for sid, path in by_sid.items():
+                assert hashlib.sha256(path.read_bytes()).hexdigest() == sim.recordings[sid].sha256()
+            rows = await h.ledger_rows()
+            assert {r[0] for r in rows.values()} <= {"verified"}
+            assert not list((root / ".archiver-tmp").iterdir())
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(page_size=st.integers(1, 6), steps=schedule)
+def test_nothing_missed_nothing_twice(
+    page_size: int, steps: list[tuple[list[tuple[int, int]], int | None]]
+) -> None:
+    asyncio.run(_scenario(page_size, steps))
