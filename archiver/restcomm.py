@@ -212,6 +212,7 @@ class MediaBody:
     ext: str
     size: int = 0
     _hash: Any = field(default_factory=hashlib.sha256)
+    _riff_size: int | None = None
 
     @property
     def sha256(self) -> str:
@@ -228,6 +229,10 @@ class MediaBody:
                 if len(head) < 12:
                     continue
                 _check_magic(head, self.ext, self.content_type)
+                if self.ext == "wav":
+                    riff = int.from_bytes(head[4:8], "little")
+                    # 0 and 0xFFFFFFFF mean "unknown" in streamed WAVs
+                    self._riff_size = riff if 0 < riff < 0xFFFFFFFF else None
                 chunk, head, checked = head, b"", True
             self.size += len(chunk)
             if self.content_length is not None and self.size > self.content_length:
@@ -238,6 +243,13 @@ class MediaBody:
             _check_magic(head, self.ext, self.content_type)  # raises: too short to be audio
         if self.content_length is not None and self.size != self.content_length:
             raise MediaInvalid(f"truncated body: got {self.size} of {self.content_length} bytes")
+        if self._riff_size is not None and self.size < self._riff_size + 8:
+            # Content-Length can be honest about a file that is itself cut short (still being
+            # written, or a partial copy); the WAV header knows the real length.
+            raise MediaInvalid(
+                f"truncated WAV: its header promises {self._riff_size + 8} bytes, "
+                f"the body has {self.size}"
+            )
 
 
 def _check_magic(head: bytes, ext: str, content_type: str) -> None:
