@@ -148,6 +148,9 @@ class Ledger:
                 f"cannot open the ledger at {self.path}: {exc} "
                 "(check ledger.path, its folder's permissions, and that it is a SQLite file)"
             ) from exc
+        except BaseException:  # a newer schema, a cancellation: never leak the connection
+            await self._close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,0 +1,109 @@
+"""The ledger on real SQLite files: states, watermark, durability, schema."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from archiver.errors import LedgerError
+from archiver.ledger import SCHEMA_VERSION, Ledger
+from archiver.restcomm import InvalidItem, Recording
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def rec(n: int, created: datetime = T0) -> Recording:
+    return Recording(f"RE{n:032x}", "AC" + "1" * 32, None, created, 1.5, "wav", {"sid": n})
+
+
+async def test_upsert_is_idempotent_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    async with Ledger(path) as ledger:
+        assert await ledger.upsert_listed([rec(1), rec(2)], 1.0) == (2, 0)
+        assert await ledger.upsert_listed([rec(2), rec(3)], 2.0) == (1, 0)
+    async with Ledger(path) as ledger:
+        assert (await ledger.counts())["discovered"] == 3
+        row = await ledger.get(rec(1).sid)
+        assert row is not None and row.source == {"sid": 1} and row.date_created == T0
+
+
+async def test_state_machine_and_due_work(tmp_path: Path) -> None:
+    async with Ledger(tmp_path / "l.sqlite3") as ledger:
+        await ledger.upsert_listed([rec(i) for i in range(4)], 0.0)
+        sids = [rec(i).sid for i in range(4)]
+        await ledger.mark_archived(sids[0], key="k0", size=10, sha256="aa", now=1.0)
+        await ledger.mark_verified(sids[0], 2.0)
+        await ledger.mark_archived(sids[1], key="k1", size=10, sha256="bb", now=1.0)
+        await ledger.mark_failed(sids[2], "boom", now=1.0, permanent=False, next_attempt_at=100.0)
+        await ledger.mark_failed(sids[3], "never", now=1.0, permanent=True, next_attempt_at=None)
+        due = {r.sid for r in await ledger.due(now=50.0, max_attempts=5)}
+        assert due == {sids[1]}  # archived-not-verified is due; failures wait or are final
+        due = {r.sid for r in await ledger.due(now=100.0, max_attempts=5)}
+        assert due == {sids[1], sids[2]}
+        assert {r.sid for r in await ledger.due(now=100.0, max_attempts=1)} == {sids[1]}
+        counts = await ledger.counts()
+        assert counts == {"discovered": 0, "archived": 1, "verified": 1, "failed": 2, "deleted": 0}
+        failures = await ledger.failures()
+        assert {f.last_error for f in failures} == {"boom", "never"}
+        # verified only from archived: a stale update cannot promote a failed row
+        await ledger.mark_verified(sids[2], 3.0)
+        assert (await ledger.get(sids[2])).state == "failed"  # type: ignore[union-attr]
+        assert await ledger.retry_failed(None, 5.0) == 2
+        assert (await ledger.counts())["discovered"] == 2
+
+
+async def test_invalid_items_are_recorded_failed_with_reason(tmp_path: Path) -> None:
+    async with Ledger(tmp_path / "l.sqlite3") as ledger:
+        new, invalid = await ledger.upsert_listed(
+            [
+                InvalidItem("../x", "sid '../x' is malformed", {"sid": "../x"}),
+                InvalidItem(None, "not an object", {}),
+            ],
+            0.0,
+        )
+        assert (new, invalid) == (0, 1)
+        row = await ledger.get("../x")
+        assert row is not None and row.state == "failed" and row.permanent
+        assert "malformed" in (row.last_error or "")
+        assert await ledger.due(now=1e12, max_attempts=100) == []
+
+
+async def test_watermark_only_moves_forward(tmp_path: Path) -> None:
+    async with Ledger(tmp_path / "l.sqlite3") as ledger:
+        assert await ledger.watermark() is None
+        assert await ledger.advance_watermark(T0) == T0
+        assert await ledger.advance_watermark(T0 - timedelta(hours=1)) == T0
+        assert await ledger.advance_watermark(T0 + timedelta(seconds=1)) == T0 + timedelta(
+            seconds=1
+        )
+    async with Ledger(tmp_path / "l.sqlite3") as ledger:
+        assert await ledger.watermark() == T0 + timedelta(seconds=1)
+
+
+async def test_schema_version_and_wal(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    async with Ledger(path):
+        pass
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(LedgerError, match="newer than this archiver"):
+        async with Ledger(path):
+            pass
+
+
+async def test_unusable_paths_are_clear_errors(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LedgerError, match="ledger"):
+        async with Ledger(junk):
+            pass
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LedgerError, match="Not a directory"):
+        async with Ledger(blocker / "sub" / "l.sqlite3"):
+            pass
