@@ -249,33 +249,40 @@ async def cmd_demo(recordings: int, out: str) -> int:
     sim.generate(
         recordings,
         start=now - timedelta(hours=3),
-        spacing=timedelta(seconds=max(10_800 // max(recordings, 1), 1)),
-        same_second_every=3,
+        spacing=timedelta(seconds=max(3 * 10_800 // max(recordings, 1), 1)),
+        same_second_every=3,  # same-second groups that straddle page boundaries, as in life
         ext_mp4_every=25,
     )
     async with sim:
-        cfg = load_config(
-            None,
-            environ={},
-            overrides={
-                "source": {
-                    "base_url": sim.base_url,
-                    "account_sid": sim.account_sid,
-                    "auth_token": sim.auth_token,
-                    "page_size": 50,
-                    "start_time": (now - timedelta(days=1)).isoformat(),
-                },
-                "archive": {"backend": "local", "path": str(out_dir / "recordings")},
-                "ledger": {"path": str(out_dir / "ledger.sqlite3")},
+        settings = {
+            "source": {
+                "base_url": sim.base_url,
+                "account_sid": sim.account_sid,
+                "auth_token": sim.auth_token,
+                "page_size": 50,
+                "start_time": (now - timedelta(days=1)).isoformat(),
             },
-        )
+            "archive": {"backend": "local", "path": str(out_dir / "recordings")},
+            "ledger": {"path": str(out_dir / "ledger.sqlite3")},
+        }
+        cfg = load_config(None, environ={}, overrides=settings)
+        config_file = out_dir / "archiver.toml"
+        config_file.write_text(_toml(settings))
         logs.register_secret(cfg.source.auth_token)
-        print(f"simulator    {sim.base_url} ({recordings} recordings)")
+        print(f"simulator    {sim.base_url} ({recordings} recordings, account {sim.account_sid})")
         code = await cmd_sync(cfg)
     print(f"archive      {out_dir / 'recordings'}")
     print(f"ledger       {out_dir / 'ledger.sqlite3'}")
-    print(f"status       archiver --config <cfg> status  (or see {out_dir})")
+    print(f"status       archiver --config {config_file} status")
     return code
+
+
+def _toml(settings: dict[str, dict[str, Any]]) -> str:
+    lines = ["# written by 'archiver demo' (the simulator it names is gone once demo exits)"]
+    for section, values in settings.items():
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg: Config | None = None
     try:
         if args.command == "demo":
+            args.log_level = args.log_level or "warning"  # the summary is the demo's output
             _configure_logging(args, None)
             return asyncio.run(cmd_demo(args.recordings, args.out))
         cfg = _load(args)

@@ -33,7 +33,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import aiohttp
 import structlog
 
-from archiver import __version__
+from archiver import __version__, logs
 from archiver.errors import (
     InvalidRecording,
     MediaInvalid,
@@ -285,6 +285,8 @@ class RestcommClient:
         self.base_url = base_url.rstrip("/")
         self.account_sid = validate_sid(account_sid, "account_sid")
         self._auth = basic_auth(account_sid, auth_token)
+        logs.register_secret(auth_token)
+        logs.register_secret(self._auth.split(" ", 1)[1])  # the header form, base64
         self._origin = origin_of(self.base_url)
         self._timeout = timeout
         self.server_tz = server_tz

@@ -1,0 +1,157 @@
+"""The command line as operators use it: real processes, real signals, exit codes, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from archiver.cli import main
+from archiver.config import Config
+from archiver.simulator import RestcommSimulator
+from tests.conftest import NOW
+
+TOKEN = "s3cr3t-T0KEN-value"
+
+
+def write_config(tmp_path: Path, sim: RestcommSimulator | None, **source: object) -> Path:
+    base_url = sim.base_url if sim else "http://127.0.0.1:9/restcomm"
+    account = sim.account_sid if sim else "AC" + "0" * 32
+    values = {
+        "base_url": base_url,
+        "account_sid": account,
+        "auth_token": TOKEN,
+        "page_size": 10,
+        "start_time": (NOW - timedelta(days=2)).isoformat(),
+        "poll_interval": "1s",
+        **source,
+    }
+    text = "[source]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    text += f'[archive]\npath = "{tmp_path}/archive"\n[ledger]\npath = "{tmp_path}/l.sqlite3"\n'
+    text += '[daemon]\ndrain_timeout = "5s"\n'
+    path = tmp_path / "archiver.toml"
+    path.write_text(text)
+    return path
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "archiver",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_demo_archives_into_a_folder_and_exits_0(tmp_path: Path) -> None:
+    code, out, err = await run_cli("demo", "--recordings", "60", "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    assert "archived 60, verified 60, failed 0" in out
+    wavs = [p for p in (tmp_path / "d" / "recordings").rglob("*") if p.suffix in (".wav", ".mp4")]
+    assert len(wavs) == 60
+    code, out, _ = await run_cli("--config", str(tmp_path / "d" / "archiver.toml"), "status")
+    assert code == 0 and "verified" in out
+
+
+async def test_sync_then_status_json(
+    tmp_path: Path, capsys: object, config_for: Callable[..., Config]
+) -> None:
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        sim.generate(12, start=NOW - timedelta(hours=1))
+        bad = sim.generate(1, start=NOW - timedelta(minutes=1))[0]
+        sim.inject(
+            path=rf"{bad.sid}\.wav",
+            status=200,
+            body=b"<html>no</html>",
+            times=None,
+            content_type="text/html",
+        )
+        cfg = write_config(tmp_path, sim)
+        code, out, err = await run_cli("--config", str(cfg), "sync")
+        assert code == 1, err  # the pass ran; one recording failed
+        assert f"failed {bad.sid}" in out and "not a recording" in out
+        assert TOKEN not in out + err
+        code, out, _ = await run_cli("--config", str(cfg), "status", "--json")
+        facts = json.loads(out)
+        assert code == 1
+        assert facts["states"]["verified"] == 12 and facts["states"]["failed"] == 1
+        assert facts["failures"][0]["sid"] == bad.sid
+        assert "not a recording" in facts["failures"][0]["reason"]
+        assert facts["watermark"] and facts["last_pass"]["archived"] == 12
+        assert facts["lag_seconds"] is not None
+
+
+async def test_unreachable_source_exits_3_without_the_token(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, None)
+    code, out, err = await run_cli("--config", str(cfg), "--log-level", "debug", "sync")
+    assert code == 3
+    assert "SourceUnavailable" in err and TOKEN not in out + err
+
+
+async def test_rejected_credentials_exit_3(tmp_path: Path) -> None:
+    async with RestcommSimulator(auth_token="other") as sim:
+        cfg = write_config(tmp_path, sim)
+        code, _out, err = await run_cli("--config", str(cfg), "sync")
+    assert code == 3 and "401" in err and TOKEN not in err
+
+
+def test_config_from_environment_variable(tmp_path: Path, monkeypatch: object) -> None:
+    cfg = write_config(tmp_path, None)
+    import pytest
+
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setenv("ARCHIVER_CONFIG", str(cfg))
+        mp.setenv("ARCHIVER_SOURCE__PAGE_SIZE", "0")
+        assert main(["status"]) == 2  # the env config was read, and the override validated
+    finally:
+        mp.undo()
+
+
+async def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        sim.generate(30, start=NOW - timedelta(hours=1), size=200_000)
+        sim.inject(path=r"\.wav", delay=0.2, times=None)  # slow media: transfers are in flight
+        cfg = write_config(tmp_path, sim, concurrency=2)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "archiver",
+            "--config",
+            str(cfg),
+            "--log-format",
+            "json",
+            "run",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if sum(r.path.endswith(".wav") for r in sim.requests) >= 4:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        events = [json.loads(line)["event"] for line in err.decode().splitlines() if line]
+        assert "daemon.stopping" in events and "daemon.stopped" in events
+        assert TOKEN not in err.decode()
+    archive = tmp_path / "archive"
+    assert not list((archive / ".archiver-tmp").iterdir())
+    _code, out, _ = await run_cli("--config", str(cfg), "status", "--json")
+    facts = json.loads(out)
+    # in-flight transfers finished; nothing new started after the signal; nothing half-done
+    assert facts["states"]["archived"] == 0
+    assert 0 < facts["states"]["verified"] < 30
+    files = [p for p in archive.rglob("*.wav")]
+    assert len(files) == facts["states"]["verified"]
