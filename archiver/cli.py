@@ -26,6 +26,7 @@ from archiver.daemon import Daemon, run_until_signalled
 from archiver.errors import ArchiverError, ConfigError
 from archiver.ledger import Ledger, iso
 from archiver.restcomm import RestcommClient
+from archiver.server import Health, HealthServer
 from archiver.storage import open_storage
 from archiver.sync import PassResult, Syncer, lag_seconds
 
@@ -121,12 +122,18 @@ def _print_pass(result: PassResult) -> None:
 
 
 async def cmd_run(cfg: Config) -> int:
+    health = Health(
+        stall_timeout=cfg.server.stall_timeout.total_seconds(),
+        failure_grace=cfg.server.ready_failure_grace.total_seconds(),
+    )
     async with AsyncExitStack() as stack:
+        await stack.enter_async_context(HealthServer(cfg.server.listen, health))
         syncer = await _with_stack(cfg, stack)
         daemon = Daemon(
             syncer,
             poll_interval=cfg.source.poll_interval.total_seconds(),
             max_backoff=cfg.daemon.max_backoff.total_seconds(),
+            health=health,
         )
         await run_until_signalled(daemon.run, cfg.daemon.drain_timeout.total_seconds())
     return EXIT_OK
@@ -254,7 +261,7 @@ async def cmd_demo(recordings: int, out: str) -> int:
         ext_mp4_every=25,
     )
     async with sim:
-        settings = {
+        settings: dict[str, dict[str, Any]] = {
             "source": {
                 "base_url": sim.base_url,
                 "account_sid": sim.account_sid,

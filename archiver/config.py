@@ -91,6 +91,18 @@ def parse_timestamp(value: str | datetime, key: str = "time") -> datetime:
     return dt.astimezone(UTC)
 
 
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """``host:port`` (``[::1]:9108`` for IPv6); empty disables the endpoint."""
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host or int(port) > 65535:
+        raise ConfigError(
+            "server.listen", f"expected 'host:port' like '127.0.0.1:9108', got {value!r}"
+        )
+    return host.strip("[]"), int(port)
+
+
 def parse_timezone(value: str, key: str) -> tzinfo | None:
     """``""`` (learn from the server), ``+09:00``, ``UTC`` or an IANA name like ``Asia/Tokyo``."""
     text = value.strip()
@@ -166,6 +178,13 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:9108"
+    stall_timeout: timedelta = timedelta(minutes=15)
+    ready_failure_grace: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
     format: str = "auto"
@@ -177,6 +196,7 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -187,6 +207,8 @@ SECTIONS: dict[str, type[Any]] = {
 _SECRET_FILES = {("source", "auth_token_file"): "auth_token"}
 _DURATION_KEYS = {
     "lookback",
+    "stall_timeout",
+    "ready_failure_grace",
     "poll_interval",
     "request_timeout",
     "media_grace",
@@ -404,6 +426,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("archive.part_size", "must be at least 5MiB (the S3 minimum)")
     if a.multipart_threshold < a.part_size:
         raise ConfigError("archive.multipart_threshold", "must be at least archive.part_size")
+
+    parse_listen(cfg.server.listen)
 
     if not cfg.ledger.path:
         raise ConfigError("ledger.path", "is required, e.g. '/var/lib/archiver/ledger.sqlite3'")

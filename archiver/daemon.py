@@ -10,18 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
 
+from archiver import metrics
 from archiver.errors import ArchiverError
+from archiver.server import Health
 from archiver.sync import PassResult, Syncer
 
 log = structlog.get_logger("archiver.daemon")
 T = TypeVar("T")
 
 DEFAULT_FAILURE_LOG_EVERY = 10  # after the first failure, log every Nth consecutive one
+HEARTBEAT = 5.0  # seconds: how often an idle loop reports itself alive
 
 
 class Daemon:
@@ -31,51 +35,73 @@ class Daemon:
         *,
         poll_interval: float,
         max_backoff: float,
+        health: Health | None = None,
         on_pass: Callable[[PassResult | None, BaseException | None], None] | None = None,
     ) -> None:
         self.syncer = syncer
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.health = health or Health()
         self.on_pass = on_pass
         self.consecutive_failures = 0
         self.passes = 0
+        syncer.on_progress = lambda _result, _row: self.health.progress()
 
     def backoff(self) -> float:
         return float(
             min(self.poll_interval * 2 ** max(self.consecutive_failures - 1, 0), self.max_backoff)
         )
 
+    async def one_pass(self, stopping: asyncio.Event) -> float:
+        """Run one pass, never raising an ArchiverError; returns the delay before the next."""
+        started = time.monotonic()
+        try:
+            result = await self.syncer.run_pass(stopping)
+        except ArchiverError as exc:
+            self.consecutive_failures += 1
+            delay = self.backoff()
+            metrics.PASSES.labels("error").inc()
+            self.health.pass_failed(f"{type(exc).__name__}: {exc}")
+            if (
+                self.consecutive_failures == 1
+                or self.consecutive_failures % DEFAULT_FAILURE_LOG_EVERY == 0
+            ):
+                log.error(
+                    "pass.failed",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    consecutive=self.consecutive_failures,
+                    next_try_in_s=round(delay, 1),
+                )
+            if self.on_pass is not None:
+                self.on_pass(None, exc)
+        else:
+            delay = self.poll_interval
+            metrics.PASSES.labels("ok" if result.ok else "failures").inc()
+            metrics.LAST_PASS_SUCCESS.set(time.time())
+            self.health.pass_ok()
+            if self.consecutive_failures:
+                log.info("daemon.recovered", after_failures=self.consecutive_failures)
+                self.consecutive_failures = 0
+            if self.on_pass is not None:
+                self.on_pass(result, None)
+        metrics.PASS_DURATION.observe(time.monotonic() - started)
+        with contextlib.suppress(ArchiverError):
+            await metrics.refresh_from_ledger(self.syncer.ledger)
+        if not self.consecutive_failures:
+            self.passes += 1  # counted once its metrics are published
+        return delay
+
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("daemon.started", poll_interval_s=self.poll_interval)
+        self.health.ledger_open = True
         while not stopping.is_set():
-            delay = self.poll_interval
-            try:
-                result = await self.syncer.run_pass(stopping)
-            except ArchiverError as exc:
-                self.consecutive_failures += 1
-                delay = self.backoff()
-                if (
-                    self.consecutive_failures == 1
-                    or self.consecutive_failures % DEFAULT_FAILURE_LOG_EVERY == 0
-                ):
-                    log.error(
-                        "pass.failed",
-                        error=str(exc),
-                        error_type=type(exc).__name__,
-                        consecutive=self.consecutive_failures,
-                        next_try_in_s=round(delay, 1),
-                    )
-                if self.on_pass is not None:
-                    self.on_pass(None, exc)
-            else:
-                self.passes += 1
-                if self.consecutive_failures:
-                    log.info("daemon.recovered", after_failures=self.consecutive_failures)
-                    self.consecutive_failures = 0
-                if self.on_pass is not None:
-                    self.on_pass(result, None)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=delay)
+            delay = await self.one_pass(stopping)
+            deadline = time.monotonic() + delay
+            while not stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+                self.health.progress()  # waiting between passes is healthy
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=min(left, HEARTBEAT))
         log.info("daemon.stopped", passes=self.passes)
 
 

@@ -33,7 +33,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import aiohttp
 import structlog
 
-from archiver import __version__, logs
+from archiver import __version__, logs, metrics
 from archiver.errors import (
     InvalidRecording,
     MediaInvalid,
@@ -329,6 +329,7 @@ class RestcommClient:
     def _count(self, status: int | str) -> None:
         key = str(status)
         self.requests_by_status[key] = self.requests_by_status.get(key, 0) + 1
+        metrics.SOURCE_REQUESTS.labels(key).inc()
 
     # ---------------------------------------------------------------- list
 

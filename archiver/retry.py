@@ -22,6 +22,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from archiver import metrics
 from archiver.errors import ArchiverError
 
 log = structlog.get_logger("archiver.retry")
@@ -68,6 +69,7 @@ def _before_sleep(operation: str, fields: dict[str, Any]) -> Callable[[RetryCall
     def hook(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        metrics.RETRIES.labels(operation).inc()
         log.warning(
             "retry.scheduled",
             operation=operation,

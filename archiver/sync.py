@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import structlog
 
+from archiver import metrics
 from archiver.config import Config
 from archiver.errors import (
     ArchiveConflict,
@@ -352,10 +353,13 @@ class Syncer:
         )
         await self.ledger.mark_verified(rec.sid, self.clock())
         result.verified += 1
+        metrics.ARCHIVED_RECORDINGS.inc()
+        metrics.ARCHIVED_BYTES.inc(size)
         log_.info("recording.verified", key=key, size=size)
 
     async def _attempt(self, row: Row, result: PassResult) -> None:
         self.in_flight += 1
+        metrics.IN_FLIGHT.inc()
         try:
             await self.archive_one(row, result)
         except FATAL:
@@ -364,6 +368,7 @@ class Syncer:
             await self._fail(row, exc, result)
         finally:
             self.in_flight -= 1
+            metrics.IN_FLIGHT.dec()
             if self.on_progress is not None:
                 self.on_progress(result, row)
 
@@ -394,6 +399,7 @@ class Syncer:
         )
         result.failed += 1
         result.failures.append((row.sid, reason))
+        metrics.FAILURES.labels(type(exc).__name__).inc()
         (log.error if permanent else log.warning)(
             "recording.failed",
             sid=row.sid,
