@@ -1,0 +1,686 @@
+"""S3 archive: verified, idempotent, optionally Object-Locked uploads through aiobotocore.
+
+A put reads the whole body first, hashing it as it arrives, because the whole-body SHA-256 must
+be known before the first byte is sent (it goes into the object's metadata, and it decides
+whether the key already holds these bytes). Memory stays bounded:
+
+* bodies up to ``multipart_threshold`` are buffered in memory and sent in one PutObject with
+  ``ChecksumSHA256``, so the store refuses a body corrupted on the way;
+* larger bodies are spooled to a temp file in ``spool_dir`` (removed in a ``finally``,
+  cancellation included) and sent as a multipart upload, one part in memory at a time, each part
+  with the ``ChecksumSHA256`` computed while the body streamed in (not re-read from disk, so a
+  corrupted spool is caught by the store too). A failed or cancelled upload is aborted.
+
+Stale multipart uploads: on open, every multipart upload under ``prefix`` initiated more than
+``stale_upload_age`` (one minute) before now is aborted. Only our crashed puts leave uploads
+under our prefix; the grace only spares a second instance's upload in flight (a rolling
+restart), and aborting one of those is safe anyway: its CompleteMultipartUpload fails and the
+put is retried, never leaving a partial object.
+
+Retries: botocore's own retries are kept small (standard mode, 3 attempts, per request) and the
+whole operation is retried by :mod:`archiver.retry` on :class:`StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import errno
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import aiohttp
+import structlog
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ChecksumError,
+    ClientError,
+    CredentialRetrievalError,
+    FlexibleChecksumError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from archiver.config import ArchiveConfig
+from archiver.errors import (
+    ArchiveConflict,
+    ObjectNotFound,
+    StorageDenied,
+    StorageError,
+    StorageUnavailable,
+    VerificationFailed,
+)
+from archiver.storage.base import StoredObject, check_key, compare, digest
+
+log = structlog.get_logger("archiver.storage.s3")
+
+DEFAULT_READ_CHUNK = 1024 * 1024
+DEFAULT_STALE_UPLOAD_AGE = timedelta(minutes=1)
+DEFAULT_MIN_RETENTION = timedelta(days=1)  # floor for a retain-until date already in the past
+DEFAULT_CLOCK_SLACK = timedelta(minutes=5)  # our clock vs the store's, for retention checks
+DEFAULT_ABORT_TIMEOUT = 30.0  # seconds __aexit__ waits for aborts still running
+MAX_PARTS = 10_000  # the S3 limit on parts in one multipart upload
+SPOOL_PREFIX = "archiver-s3-"
+SHA_META = "sha256"
+DATE_META = "date-created"
+
+_NOT_FOUND = {"NoSuchKey", "NotFound", "404", "NoSuchVersion"}
+_DENIED = {
+    "AccessDenied",
+    "Forbidden",
+    "403",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "InvalidToken",
+    "ExpiredToken",
+    "RequestTimeTooSkewed",
+    "NoSuchBucket",
+    "InvalidBucketName",
+    "PermanentRedirect",
+}
+_MISMATCH = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
+_TRANSIENT = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequests",
+    "RequestLimitExceeded",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "NoSuchUpload",  # our upload was aborted under us (e.g. by a restarting instance): redo it
+}
+
+
+def _from_client_error(exc: ClientError, what: str) -> StorageError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    detail = f"{what}: {code or status} {error.get('Message', '')}".rstrip()
+    if code == "NoSuchBucket":
+        return StorageDenied(f"{detail} (the bucket does not exist; check archive.bucket)")
+    if code in _NOT_FOUND or (status == 404 and not code):
+        return ObjectNotFound(detail)
+    if code in _DENIED or status == 403:
+        return StorageDenied(f"{detail} (check the credentials and the bucket policy)")
+    if code in _MISMATCH:
+        return VerificationFailed(f"{detail} (the store refused the body: checksum mismatch)")
+    if code in _TRANSIENT or status >= 500 or status == 429:
+        return StorageUnavailable(detail)
+    return StorageError(detail)
+
+
+@contextlib.contextmanager
+def _boundary(what: str) -> Iterator[None]:
+    """Translate botocore, aiobotocore and aiohttp errors into our own, naming ``what``."""
+    try:
+        yield
+    except ClientError as exc:
+        raise _from_client_error(exc, what) from exc
+    except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
+        raise StorageDenied(f"{what}: no usable AWS credentials ({exc})") from exc
+    except (FlexibleChecksumError, ChecksumError) as exc:
+        raise VerificationFailed(f"{what}: checksum mismatch ({exc})") from exc
+    except (
+        HTTPClientError,
+        BotoConnectionError,
+        IncompleteReadError,
+        aiohttp.ClientError,
+        TimeoutError,
+        ConnectionError,  # the builtin: a reset socket that no layer wrapped
+    ) as exc:
+        raise StorageUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"{what}: {exc}") from exc
+
+
+def _spool_error(exc: OSError, spool_dir: str) -> StorageError:
+    where = spool_dir or tempfile.gettempdir()
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageDenied(f"spooling to {where}: disk full; free space or set archive.spool_dir")
+    return StorageDenied(f"spooling to {where}: {exc.strerror or exc}; check archive.spool_dir")
+
+
+def _b64_to_hex(value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def _parse_date(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _ceil_second(dt: datetime) -> datetime:
+    # Stores keep whole seconds; rounding up keeps the stored date >= the one we computed.
+    return dt if dt.microsecond == 0 else dt.replace(microsecond=0) + timedelta(seconds=1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _single_put_sha(head: Mapping[str, Any]) -> str:
+    """The hex SHA-256 of the whole object when the store computed it (single PUT), else ""."""
+    value = head.get("ChecksumSHA256")
+    etag = str(head.get("ETag", "")).strip('"')
+    multipart = head.get("ChecksumType") == "COMPOSITE" or "-" in etag
+    if not value or multipart or "-" in value:
+        return ""  # a multipart checksum is over the parts, not the bytes
+    return _b64_to_hex(value)
+
+
+class _Spool:
+    """One put's body: hashed as it arrives, in memory up to the threshold, then in a file."""
+
+    def __init__(self, threshold: int, part_size: int, spool_dir: str) -> None:
+        self.threshold = threshold
+        self.part_size = part_size
+        self.spool_dir = spool_dir
+        self.buffer = bytearray()
+        self.path: Path | None = None
+        self.file: BinaryIO | None = None
+        self.size = 0
+        self._sha = hashlib.sha256()
+        self._part = hashlib.sha256()
+        self._part_fill = 0
+        self.part_sums: list[str] = []  # base64 SHA-256 of each full part, then of the last
+
+    @property
+    def spooled(self) -> bool:
+        return self.path is not None
+
+    async def write(self, chunk: bytes) -> None:
+        self._sha.update(chunk)
+        self.size += len(chunk)
+        self._hash_parts(chunk)
+        if self.path is None and len(self.buffer) + len(chunk) <= self.threshold:
+            self.buffer += chunk
+            return
+        try:
+            if self.file is None:
+                # Opened here, not in a thread: a cancelled threaded open would leak the handle.
+                self.file = self._open()
+                await asyncio.to_thread(self.file.write, self.buffer)
+                self.buffer = bytearray()
+            await asyncio.to_thread(self.file.write, chunk)
+        except OSError as exc:
+            raise _spool_error(exc, self.spool_dir) from exc
+
+    def _open(self) -> BinaryIO:
+        fd, name = tempfile.mkstemp(
+            prefix=f"{SPOOL_PREFIX}{os.getpid()}-", suffix=".part", dir=self.spool_dir or None
+        )
+        self.path = Path(name)
+        return os.fdopen(fd, "w+b")
+
+    def _hash_parts(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), self.part_size - self._part_fill)
+            self._part.update(view[:take])
+            self._part_fill += take
+            view = view[take:]
+            if self._part_fill == self.part_size:
+                self.part_sums.append(base64.b64encode(self._part.digest()).decode())
+                self._part = hashlib.sha256()
+                self._part_fill = 0
+
+    async def finish(self) -> str:
+        """Close the body; the hex SHA-256 of all of it."""
+        if self._part_fill:
+            self.part_sums.append(base64.b64encode(self._part.digest()).decode())
+        if self.file is not None:
+            try:
+                await asyncio.to_thread(self.file.flush)
+            except OSError as exc:
+                raise _spool_error(exc, self.spool_dir) from exc
+        return self._sha.hexdigest()
+
+    @property
+    def digest_b64(self) -> str:
+        return base64.b64encode(self._sha.digest()).decode()
+
+    def read_part(self, number: int) -> bytes:
+        """Part ``number`` (1-based) from the spool file; runs in a worker thread."""
+        assert self.file is not None
+        self.file.seek((number - 1) * self.part_size)
+        return self.file.read(self.part_size)
+
+    def close(self) -> None:
+        """Drop the buffer and remove the spool file. Synchronous: safe in any ``finally``."""
+        self.buffer = bytearray()
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self.path = None
+
+
+class S3Storage:
+    """Archive into an S3 bucket (AWS or any S3-compatible store)."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        cfg: ArchiveConfig,
+        *,
+        stale_upload_age: timedelta = DEFAULT_STALE_UPLOAD_AGE,
+    ) -> None:
+        self.cfg = cfg
+        self.bucket = cfg.bucket
+        self.prefix = cfg.prefix
+        self.stale_upload_age = stale_upload_age
+        self._client: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._aborts: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> S3Storage:
+        started = datetime.now(UTC)
+        stack = contextlib.AsyncExitStack()
+        config = AioConfig(
+            region_name=self.cfg.region or None,
+            s3={"addressing_style": self.cfg.addressing_style},
+            # Few botocore retries on purpose: archiver.retry retries whole operations on
+            # StorageUnavailable, and stacking both would multiply attempts.
+            retries={"mode": "standard", "max_attempts": 3},
+        )
+        try:
+            with _boundary(f"opening {self.describe()}"):
+                # Credentials come only from the standard AWS chain (env, files, IMDS, ...).
+                self._client = await stack.enter_async_context(
+                    get_session().create_client(
+                        "s3", endpoint_url=self.cfg.endpoint_url or None, config=config
+                    )
+                )
+            await self._check_bucket()
+            if self.cfg.object_lock_mode:
+                await self._check_object_lock()
+            await self._abort_stale_uploads(started - self.stale_upload_age)
+            await asyncio.to_thread(self._sweep_spool)
+        except BaseException:
+            await stack.aclose()
+            self._client = None
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self._aborts:
+                await asyncio.wait(self._aborts, timeout=DEFAULT_ABORT_TIMEOUT)
+        finally:
+            stack, self._stack = self._stack, None
+            self._client = None
+            if stack is not None:
+                await stack.aclose()
+
+    async def _check_bucket(self) -> None:
+        try:
+            with _boundary(f"HeadBucket {self.bucket} at {self._endpoint()}"):
+                await self._client.head_bucket(Bucket=self.bucket)
+        except StorageError as exc:
+            cause = exc.__cause__
+            status = (
+                cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if isinstance(cause, ClientError)
+                else None
+            )
+            if status == 404:
+                raise StorageDenied(
+                    f"bucket {self.bucket!r} does not exist at {self._endpoint()}; "
+                    "create it or fix archive.bucket"
+                ) from cause
+            if status in (401, 403):
+                raise StorageDenied(
+                    f"access to bucket {self.bucket!r} at {self._endpoint()} denied; check the "
+                    "AWS credentials (AWS_ACCESS_KEY_ID, profile or role) and the bucket policy"
+                ) from cause
+            raise
+
+    async def _check_object_lock(self) -> None:
+        refuse = StorageDenied(
+            f"bucket {self.bucket} has no Object Lock configuration but "
+            f"archive.object_lock_mode = {self.cfg.object_lock_mode!r}; "
+            "refusing to write unprotected copies"
+        )
+        try:
+            with _boundary(f"GetObjectLockConfiguration {self.bucket}"):
+                resp = await self._client.get_object_lock_configuration(Bucket=self.bucket)
+        except ObjectNotFound as exc:  # ObjectLockConfigurationNotFoundError is a 404
+            raise refuse from exc
+        except StorageError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ClientError):
+                code = str(cause.response.get("Error", {}).get("Code", ""))
+                status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                # Not configured (ObjectLockConfigurationNotFoundError) or not implemented.
+                if "ObjectLock" in code or code == "NotImplemented" or status == 501:
+                    raise refuse from exc
+            raise
+        if resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+            raise refuse
+
+    async def _abort_stale_uploads(self, cutoff: datetime) -> None:
+        stale: list[tuple[str, str]] = []
+        with _boundary(f"ListMultipartUploads {self.describe()}"):
+            paginator = self._client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for upload in page.get("Uploads", []):
+                    initiated = upload.get("Initiated")
+                    if isinstance(initiated, datetime) and initiated < cutoff:
+                        stale.append((upload["Key"], upload["UploadId"]))
+        for key, upload_id in stale:
+            with contextlib.suppress(StorageError):  # logged by _abort; only costs storage
+                await self._abort(key, upload_id)
+                log.info("storage.stale_upload_aborted", key=key, upload_id=upload_id)
+
+    def _sweep_spool(self) -> None:
+        folder = Path(self.cfg.spool_dir or tempfile.gettempdir())
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _spool_error(exc, self.cfg.spool_dir) from exc
+        with contextlib.suppress(OSError):
+            for leftover in folder.glob(f"{SPOOL_PREFIX}*.part"):
+                pid_text = leftover.name[len(SPOOL_PREFIX) :].split("-", 1)[0]
+                pid = int(pid_text) if pid_text.isdigit() else 0
+                if pid and pid != os.getpid() and not _pid_alive(pid):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+                        log.info("storage.spool_removed", file=leftover.name)
+
+    # -- names -----------------------------------------------------------------------------------
+
+    def _endpoint(self) -> str:
+        return self.cfg.endpoint_url or f"AWS S3 ({self.cfg.region})"
+
+    def _full(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def describe(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+    # -- put -------------------------------------------------------------------------------------
+
+    async def put(
+        self,
+        key: str,
+        body: AsyncIterable[bytes],
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        replace: bool = False,
+    ) -> StoredObject:
+        full = self._full(key)
+        spool = _Spool(self.cfg.multipart_threshold, self.cfg.part_size, self.cfg.spool_dir)
+        try:
+            async for chunk in body:
+                await spool.write(chunk)
+            sha = await spool.finish()
+            stored = StoredObject(key, spool.size, sha)
+            existing = await self._head(full)
+            if existing is not None:
+                old = await self._held(key, existing, stored.size)
+                if (old.size, old.sha256) == (stored.size, stored.sha256):
+                    # Same bytes already archived: a no-op, even with replace (no new version).
+                    log.debug("storage.put_skipped", key=full, reason="same bytes")
+                    return stored
+                if not replace:
+                    raise ArchiveConflict(
+                        f"{self.describe(key)} already holds different bytes "
+                        f"(sha256 {old.sha256 or 'unknown'}, {old.size} bytes); refusing to "
+                        f"overwrite with sha256 {sha}, {stored.size} bytes"
+                    )
+            args = self._put_args(full, content_type, metadata or {}, sha)
+            if spool.spooled:
+                await self._put_multipart(full, spool, args)
+            else:
+                with _boundary(f"PutObject {self.describe(key)}"):
+                    await self._client.put_object(
+                        **args,
+                        Body=spool.buffer,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=spool.digest_b64,
+                    )
+            return stored
+        finally:
+            spool.close()
+
+    def _put_args(
+        self, full: str, content_type: str, metadata: Mapping[str, str], sha: str
+    ) -> dict[str, Any]:
+        meta = {k: v for k, v in metadata.items() if k.lower() != SHA_META}
+        meta[SHA_META] = sha
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": full,
+            "ContentType": content_type,
+            "Metadata": meta,
+        }
+        # STANDARD is S3's default; leaving it out spares stores that reject the header.
+        if self.cfg.storage_class and self.cfg.storage_class != "STANDARD":
+            args["StorageClass"] = self.cfg.storage_class
+        if self.cfg.sse:
+            args["ServerSideEncryption"] = self.cfg.sse
+            if self.cfg.kms_key_id:
+                args["SSEKMSKeyId"] = self.cfg.kms_key_id
+        if self.cfg.object_lock_mode:
+            args["ObjectLockMode"] = self.cfg.object_lock_mode
+            args["ObjectLockRetainUntilDate"] = self._retain_until(meta.get(DATE_META))
+            if self.cfg.legal_hold:
+                args["ObjectLockLegalHoldStatus"] = "ON"
+        return args
+
+    def _retain_until(self, date_created: str | None) -> datetime:
+        now = datetime.now(UTC)
+        base = _parse_date(date_created) or now
+        # A recording older than its retention period is still written protected for a day:
+        # S3 refuses a retain-until date in the past.
+        until = max(base + timedelta(days=self.cfg.retention_days), now + DEFAULT_MIN_RETENTION)
+        return _ceil_second(until)
+
+    async def _put_multipart(self, full: str, spool: _Spool, args: dict[str, Any]) -> None:
+        parts_needed = math.ceil(spool.size / spool.part_size)
+        if parts_needed > MAX_PARTS:
+            raise StorageError(
+                f"{self.bucket}/{full}: {spool.size} bytes need {parts_needed} parts of "
+                f"{spool.part_size} bytes (S3 allows {MAX_PARTS}); raise archive.part_size"
+            )
+        what = f"multipart upload of s3://{self.bucket}/{full}"
+        with _boundary(f"CreateMultipartUpload {what}"):
+            resp = await self._client.create_multipart_upload(**args, ChecksumAlgorithm="SHA256")
+        upload_id: str = resp["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            for number in range(1, parts_needed + 1):
+                try:
+                    data = await asyncio.to_thread(spool.read_part, number)
+                except OSError as exc:
+                    raise _spool_error(exc, spool.spool_dir) from exc
+                checksum = spool.part_sums[number - 1]
+                with _boundary(f"UploadPart {number}/{parts_needed} of {what}"):
+                    part = await self._client.upload_part(
+                        Bucket=self.bucket,
+                        Key=full,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=data,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=checksum,
+                    )
+                del data
+                parts.append(
+                    {"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": checksum}
+                )
+            with _boundary(f"CompleteMultipartUpload {what}"):
+                await self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException:
+            # Shielded: the abort still runs if we are cancelled again while awaiting it.
+            task = asyncio.create_task(self._abort(full, upload_id))
+            self._aborts.add(task)
+            task.add_done_callback(self._aborts.discard)
+            with contextlib.suppress(StorageError):  # logged; the first error matters more
+                await asyncio.shield(task)
+            raise
+
+    async def _abort(self, full: str, upload_id: str) -> None:
+        try:
+            with _boundary(f"AbortMultipartUpload s3://{self.bucket}/{full}"):
+                await self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id
+                )
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and exc.__cause__.response.get(
+                "Error", {}
+            ).get("Code") in ("NoSuchUpload", "404"):
+                return  # already completed or aborted
+            log.warning("storage.abort_failed", key=full, upload_id=upload_id, error=str(exc))
+            raise
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _head(self, full: str) -> dict[str, Any] | None:
+        try:
+            with _boundary(f"HeadObject s3://{self.bucket}/{full}"):
+                resp: dict[str, Any] = await self._client.head_object(
+                    Bucket=self.bucket, Key=full, ChecksumMode="ENABLED"
+                )
+        except ObjectNotFound:
+            return None
+        return resp
+
+    def _stored(self, key: str, head: Mapping[str, Any]) -> StoredObject:
+        sha = head.get("Metadata", {}).get(SHA_META, "") or _single_put_sha(head)
+        return StoredObject(key, int(head.get("ContentLength", 0)), sha)
+
+    async def _held(self, key: str, head: Mapping[str, Any], size: int) -> StoredObject:
+        """What ``key`` holds; hashed by reading it back when the store has no SHA-256 for it."""
+        have = self._stored(key, head)
+        if have.size == size and not have.sha256:
+            # Written by someone else without a checksum we can read: hash the bytes.
+            have = await digest(self, key)
+        return have
+
+    async def stat(self, key: str) -> StoredObject | None:
+        head = await self._head(self._full(key))
+        return None if head is None else self._stored(key, head)
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        full = self._full(key)
+        what = f"GetObject {self.describe(key)}"
+        with _boundary(what):
+            resp = await self._client.get_object(Bucket=self.bucket, Key=full)
+        stream = resp["Body"]
+        try:
+            while True:
+                with _boundary(what):
+                    chunk: bytes = await stream.read(DEFAULT_READ_CHUNK)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            stream.close()
+
+    async def verify(self, key: str, size: int, sha256: str, *, deep: bool = False) -> None:
+        where = self.describe(key)
+        head = await self._head(self._full(key))
+        if head is None:
+            raise VerificationFailed(f"{where}: archived copy is missing")
+        have = int(head.get("ContentLength", -1))
+        if have != size:
+            raise VerificationFailed(f"{where}: archived copy has {have} bytes, expected {size}")
+        # Every SHA-256 the store holds must match, and there must be one. Never the ETag.
+        sums = {
+            "the store's ChecksumSHA256": _single_put_sha(head),
+            "the sha256 metadata": head.get("Metadata", {}).get(SHA_META, ""),
+        }
+        if not any(sums.values()):
+            raise VerificationFailed(f"{where}: archived copy has no SHA-256 to check")
+        for source, value in sums.items():
+            if value and value != sha256:
+                raise VerificationFailed(
+                    f"{where}: archived copy has sha256 {value} ({source}), expected {sha256}"
+                )
+        if self.cfg.object_lock_mode:
+            self._verify_lock(where, head)
+        if deep:
+            compare(key, await digest(self, key), size, sha256, where)
+
+    def _verify_lock(self, where: str, head: Mapping[str, Any]) -> None:
+        mode = head.get("ObjectLockMode")
+        if mode != self.cfg.object_lock_mode:
+            raise VerificationFailed(
+                f"{where}: Object Lock mode is {mode or 'absent'}, "
+                f"expected {self.cfg.object_lock_mode}"
+            )
+        retention = timedelta(days=self.cfg.retention_days)
+        created = _parse_date(head.get("Metadata", {}).get(DATE_META))
+        if created is not None:
+            required = (created + retention).replace(microsecond=0)
+        else:  # a sidecar: protected from about when it was written
+            modified = head.get("LastModified") or datetime.now(UTC)
+            required = modified + retention - DEFAULT_CLOCK_SLACK
+        until = head.get("ObjectLockRetainUntilDate")
+        if not isinstance(until, datetime) or until < required:
+            raise VerificationFailed(
+                f"{where}: Object Lock retains until {until or 'never'}, "
+                f"expected at least {required.isoformat()}"
+            )
+        if self.cfg.legal_hold and head.get("ObjectLockLegalHoldStatus") != "ON":
+            raise VerificationFailed(f"{where}: legal hold is not ON")
+
+    # -- delete ----------------------------------------------------------------------------------
+
+    async def delete(self, key: str) -> None:
+        """Remove the object's current version (canaries, tests); a locked one is refused."""
+        full = self._full(key)
+        head = await self._head(full)
+        if head is None:
+            raise ObjectNotFound(f"{self.describe(key)}: not found")
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": full}
+        if head.get("VersionId"):
+            # Delete the version itself, not just hide it behind a delete marker, so Object
+            # Lock is actually enforced on it.
+            args["VersionId"] = head["VersionId"]
+        with _boundary(f"DeleteObject {self.describe(key)}"):
+            await self._client.delete_object(**args)

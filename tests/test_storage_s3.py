@@ -1,0 +1,480 @@
+"""S3-only behaviour of S3Storage against real servers: moto (lenient) and SeaweedFS (strict).
+
+What moto cannot check (wrong checksums refused, SigV4, retention read back) runs on SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from archiver.errors import (
+    ArchiveConflict,
+    ObjectNotFound,
+    StorageDenied,
+    StorageError,
+    StorageUnavailable,
+    VerificationFailed,
+)
+from archiver.storage import open_storage
+from archiver.storage.base import Storage, single_chunk
+from archiver.storage.s3 import S3Storage, _from_client_error
+from tests import s3_servers
+from tests.s3_servers import S3Server, free_port
+from tests.test_storage_contract import KEY, META, PART, chunks, payload, read_all, s3_config
+
+# The real-server fixtures (session-scoped) and the AWS_* isolation (autouse here).
+aws_env = s3_servers.aws_env
+moto_s3 = s3_servers.moto_s3
+seaweedfs_s3 = s3_servers.seaweedfs_s3
+
+MiB = 2**20
+Env = Callable[..., None]
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def server(request: pytest.FixtureRequest) -> S3Server:
+    return request.getfixturevalue(f"{request.param}_s3")  # type: ignore[no-any-return]
+
+
+def sha_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+async def uploads(server: S3Server, bucket: str, prefix: str = "") -> list[str]:
+    async with server.client() as raw:
+        resp = await raw.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    return sorted(u["Key"] for u in resp.get("Uploads", []))
+
+
+async def head(server: S3Server, bucket: str, key: str = KEY) -> dict[str, Any]:
+    async with server.client() as raw:
+        resp: dict[str, Any] = await raw.head_object(
+            Bucket=bucket, Key="rec/" + key, ChecksumMode="ENABLED"
+        )
+    return resp
+
+
+# -- uploads and integrity ---------------------------------------------------------------------
+
+
+async def test_single_put_stores_metadata_and_checksum(
+    seaweedfs_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(seaweedfs_s3)
+    bucket = await seaweedfs_s3.create_bucket()
+    data = payload(70_000)
+    cfg = s3_config(seaweedfs_s3, bucket, tmp_path)
+    async with open_storage(cfg) as s3:
+        assert s3.name == "s3"
+        assert isinstance(s3, Storage)
+        assert s3.describe(KEY) == f"s3://{bucket}/rec/{KEY}"
+        await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
+    h = await head(seaweedfs_s3, bucket)
+    assert h["ContentType"] == "audio/wav"
+    assert h["Metadata"] == {**META, "sha256": hashlib.sha256(data).hexdigest()}
+    assert h["ChecksumSHA256"] == sha_b64(data)  # the store checked and kept our checksum
+
+
+@pytest.mark.parametrize("backend", ["moto", "seaweedfs"])
+async def test_multipart_above_threshold_with_per_part_checksums(
+    request: pytest.FixtureRequest,
+    backend: str,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    server: S3Server = request.getfixturevalue(f"{backend}_s3")
+    aws_env(server)
+    bucket = await server.create_bucket()
+    data = payload(2 * PART + 1000)  # 3 parts: 5 MiB, 5 MiB, 1000 bytes
+    async with S3Storage(s3_config(server, bucket, tmp_path / "spool")) as s3:
+        sent: list[str] = []
+        original = s3._client.upload_part
+
+        async def spy(**kw: Any) -> Any:
+            sent.append(kw["ChecksumSHA256"])
+            return await original(**kw)
+
+        s3._client.upload_part = spy
+        got = await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
+        parts = [data[i : i + PART] for i in range(0, len(data), PART)]
+        assert sent == [sha_b64(p) for p in parts]
+        assert await read_all(s3, KEY) == data
+        await s3.verify(KEY, len(data), got.sha256, deep=True)
+        assert await s3.stat(KEY) == got
+    h = await head(server, bucket)
+    assert h["ETag"].endswith('-3"')
+    assert h["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
+    if backend == "seaweedfs":  # moto reports multipart checksums in the wrong form
+        composite = hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts))
+        assert h["ChecksumSHA256"] == base64.b64encode(composite.digest()).decode() + "-3"
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def _flip(body: Any) -> bytes:
+    corrupted = bytearray(body)
+    corrupted[len(corrupted) // 2] ^= 0x01
+    return bytes(corrupted)
+
+
+async def test_corrupted_single_put_refused_by_checksum(
+    seaweedfs_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(seaweedfs_s3)
+    bucket = await seaweedfs_s3.create_bucket()
+    async with S3Storage(s3_config(seaweedfs_s3, bucket, tmp_path)) as s3:
+        original = s3._client.put_object
+
+        async def corrupting(**kw: Any) -> Any:
+            return await original(**{**kw, "Body": _flip(kw["Body"])})  # after we hashed it
+
+        s3._client.put_object = corrupting
+        with pytest.raises(VerificationFailed, match="BadDigest"):
+            await s3.put(KEY, chunks(payload(100_000)), content_type="audio/wav", metadata=META)
+        assert await s3.stat(KEY) is None
+
+
+async def test_corrupted_part_refused_and_upload_aborted(
+    seaweedfs_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(seaweedfs_s3)
+    bucket = await seaweedfs_s3.create_bucket()
+    spool = tmp_path / "spool"
+    async with S3Storage(s3_config(seaweedfs_s3, bucket, spool)) as s3:
+        original = s3._client.upload_part
+
+        async def corrupting(**kw: Any) -> Any:
+            if kw["PartNumber"] == 2:  # as if the spool file rotted on disk
+                kw = {**kw, "Body": _flip(kw["Body"])}
+            return await original(**kw)
+
+        s3._client.upload_part = corrupting
+        with pytest.raises(VerificationFailed, match="BadDigest"):
+            await s3.put(KEY, chunks(payload(2 * PART + 1)), content_type="audio/wav")
+        assert await s3.stat(KEY) is None
+    assert await uploads(seaweedfs_s3, bucket) == []
+    assert list(spool.iterdir()) == []
+
+
+async def test_failed_multipart_upload_is_aborted(
+    server: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(server)
+    bucket = await server.create_bucket()
+    spool = tmp_path / "spool"
+    async with S3Storage(s3_config(server, bucket, spool)) as s3:
+        original = s3._client.upload_part
+
+        async def failing(**kw: Any) -> Any:
+            if kw["PartNumber"] == 2:
+                error = {"Code": "InternalError", "Message": "boom"}
+                raise ClientError(
+                    {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 500}}, "UploadPart"
+                )
+            return await original(**kw)
+
+        s3._client.upload_part = failing
+        with pytest.raises(StorageUnavailable, match="InternalError"):
+            await s3.put(KEY, chunks(payload(2 * PART + 1)), content_type="audio/wav")
+        assert await s3.stat(KEY) is None
+    assert await uploads(server, bucket) == []
+    assert list(spool.iterdir()) == []
+
+
+async def test_cancelled_multipart_upload_is_aborted(
+    server: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(server)
+    bucket = await server.create_bucket()
+    spool = tmp_path / "spool"
+    async with S3Storage(s3_config(server, bucket, spool)) as s3:
+        original = s3._client.upload_part
+        in_part_two = asyncio.Event()
+
+        async def hanging(**kw: Any) -> Any:
+            if kw["PartNumber"] == 2:
+                in_part_two.set()
+                await asyncio.Event().wait()
+            return await original(**kw)
+
+        s3._client.upload_part = hanging
+        task = asyncio.create_task(
+            s3.put(KEY, chunks(payload(2 * PART + 1)), content_type="audio/wav")
+        )
+        await asyncio.wait_for(in_part_two.wait(), timeout=30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await s3.stat(KEY) is None
+    assert await uploads(server, bucket) == []
+    assert list(spool.iterdir()) == []
+
+
+async def test_existing_object_without_sha_is_compared_by_content(
+    moto_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(moto_s3)
+    bucket = await moto_s3.create_bucket()
+    data = payload(4000)
+    async with moto_s3.client() as raw:  # written by someone else, no sha256 metadata
+        await raw.put_object(Bucket=bucket, Key="rec/" + KEY, Body=data)
+    async with S3Storage(s3_config(moto_s3, bucket, tmp_path)) as s3:
+        got = await s3.put(KEY, chunks(data), content_type="audio/wav")
+        assert got.sha256 == hashlib.sha256(data).hexdigest()
+        with pytest.raises(ArchiveConflict, match=got.sha256):  # hashed by reading it back
+            await s3.put(KEY, chunks(payload(4000, seed=9)), content_type="audio/wav")
+        with pytest.raises(ArchiveConflict, match="unknown"):  # other size: no need to read
+            await s3.put(KEY, chunks(payload(10)), content_type="audio/wav")
+
+
+# -- configuration: SSE, storage class, Object Lock --------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1000, PART + 1], ids=["single", "multipart"])
+async def test_sse_and_storage_class_sent(
+    moto_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+    size: int,
+) -> None:
+    aws_env(moto_s3)
+    bucket = await moto_s3.create_bucket()
+    cfg = s3_config(moto_s3, bucket, tmp_path, sse="AES256", storage_class="STANDARD_IA")
+    async with S3Storage(cfg) as s3:
+        await s3.put(KEY, chunks(payload(size)), content_type="audio/wav", metadata=META)
+    h = await head(moto_s3, bucket)
+    assert h["ServerSideEncryption"] == "AES256"
+    assert h["StorageClass"] == "STANDARD_IA"
+
+
+async def test_object_lock_retention_and_legal_hold(
+    seaweedfs_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(seaweedfs_s3)
+    bucket = await seaweedfs_s3.create_bucket(object_lock=True)
+    cfg = s3_config(
+        seaweedfs_s3,
+        bucket,
+        tmp_path,
+        object_lock_mode="GOVERNANCE",
+        retention_days=3,
+        legal_hold=True,
+    )
+    created = datetime.now(UTC) - timedelta(days=1, microseconds=123_456)
+    meta = {**META, "date-created": created.isoformat()}
+    keys = {"single": payload(20_000), "multi": payload(PART + 10)}
+    async with S3Storage(cfg) as s3, seaweedfs_s3.client() as raw:
+        for name, data in keys.items():
+            got = await s3.put(name, chunks(data), content_type="audio/wav", metadata=meta)
+            await s3.verify(name, got.size, got.sha256)
+            retention = (await raw.get_object_retention(Bucket=bucket, Key="rec/" + name))[
+                "Retention"
+            ]
+            assert retention["Mode"] == "GOVERNANCE"
+            until = retention["RetainUntilDate"]
+            assert created + timedelta(days=3) <= until <= created + timedelta(days=3, seconds=2)
+            hold = await raw.get_object_legal_hold(Bucket=bucket, Key="rec/" + name)
+            assert hold["LegalHold"]["Status"] == "ON"
+            with pytest.raises(StorageDenied):
+                await s3.delete(name)  # the store refuses: locked
+            await s3.verify(name, got.size, got.sha256, deep=True)
+
+        # A sidecar (no date-created) is protected from now; an old recording at least a day.
+        side = await s3.put("side.json", single_chunk(b"{}"), content_type="application/json")
+        await s3.verify("side.json", side.size, side.sha256)
+        old_meta = {**META, "date-created": "2020-01-01T00:00:00Z"}
+        old = await s3.put("old", single_chunk(b"old"), content_type="audio/wav", metadata=old_meta)
+        await s3.verify("old", old.size, old.sha256)
+        until = (await raw.get_object_retention(Bucket=bucket, Key="rec/old"))["Retention"]
+        assert until["RetainUntilDate"] > datetime.now(UTC) + timedelta(hours=23)
+
+        # Objects written behind our back without the protection we require fail verify().
+        data = b"unprotected"
+        sha = hashlib.sha256(data).hexdigest()
+        now = datetime.now(UTC)
+        base = {"Bucket": bucket, "Body": data, "ChecksumAlgorithm": "SHA256"}
+        md = {"sha256": sha, "date-created": now.isoformat()}
+        await raw.put_object(**base, Key="rec/none", Metadata=md)
+        await raw.put_object(
+            **base,
+            Key="rec/short",
+            Metadata=md,
+            ObjectLockMode="GOVERNANCE",
+            ObjectLockRetainUntilDate=now + timedelta(days=1),
+            ObjectLockLegalHoldStatus="ON",
+        )
+        await raw.put_object(
+            **base,
+            Key="rec/nohold",
+            Metadata=md,
+            ObjectLockMode="GOVERNANCE",
+            ObjectLockRetainUntilDate=now + timedelta(days=4),
+        )
+        for key, problem in [
+            ("none", "Object Lock mode is absent"),
+            ("short", "retains until"),
+            ("nohold", "legal hold"),
+        ]:
+            with pytest.raises(VerificationFailed, match=problem):
+                await s3.verify(key, len(data), sha)
+
+
+@pytest.mark.parametrize("mode", ["GOVERNANCE", "COMPLIANCE"])
+async def test_object_lock_required_but_bucket_has_none(
+    server: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    aws_env(server)
+    bucket = await server.create_bucket()
+    cfg = s3_config(server, bucket, tmp_path, object_lock_mode=mode, retention_days=1)
+    with pytest.raises(StorageDenied, match=f"bucket {bucket} has no Object Lock configuration"):
+        async with S3Storage(cfg):
+            pass
+
+
+# -- opening: bucket, credentials, stale uploads -----------------------------------------------
+
+
+async def test_stale_multipart_uploads_under_prefix_aborted_on_enter(
+    server: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(server)
+    bucket = await server.create_bucket()
+    async with server.client() as raw:
+        for key in ("rec/a/crashed.wav", "rec/b/crashed.wav", "other/keep.wav"):
+            await raw.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
+    cfg = s3_config(server, bucket, tmp_path)
+    if server.name == "seaweedfs":  # real clock: a fresh upload survives the default grace
+        async with S3Storage(cfg):
+            pass
+        assert len(await uploads(server, bucket)) == 3
+        storage = S3Storage(cfg, stale_upload_age=timedelta(0))
+    else:  # moto reports every upload as initiated in 2010
+        storage = S3Storage(cfg)
+    async with storage:
+        pass
+    assert await uploads(server, bucket) == ["other/keep.wav"]
+
+
+async def test_wrong_credentials_denied(
+    seaweedfs_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    bucket = await seaweedfs_s3.create_bucket()
+    aws_env(seaweedfs_s3, secret_key="not-the-secret")
+    with pytest.raises(StorageDenied, match="denied; check the AWS credentials"):
+        async with S3Storage(s3_config(seaweedfs_s3, bucket, tmp_path)):
+            pass
+
+
+async def test_no_credentials_denied(
+    moto_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(StorageDenied, match="credentials"):
+        async with S3Storage(s3_config(moto_s3, "any-bucket", tmp_path)):
+            pass
+
+
+async def test_missing_bucket_denied(
+    server: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(server)
+    with pytest.raises(StorageDenied, match="does not exist"):
+        async with S3Storage(s3_config(server, "no-such-bucket-here", tmp_path)):
+            pass
+
+
+async def test_unreachable_endpoint_is_transient(aws_env: Env, tmp_path: Path) -> None:
+    dead = S3Server("dead", f"http://127.0.0.1:{free_port()}", "k", "s", 0, tmp_path)
+    aws_env(dead)
+    with pytest.raises(StorageUnavailable) as err:
+        async with S3Storage(s3_config(dead, "bucket", tmp_path)):
+            pass
+    assert err.value.transient
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "kind"),
+    [
+        ("SlowDown", 503, StorageUnavailable),
+        ("InternalError", 500, StorageUnavailable),
+        ("RequestTimeout", 400, StorageUnavailable),
+        ("AccessDenied", 403, StorageDenied),
+        ("InvalidAccessKeyId", 403, StorageDenied),
+        ("SignatureDoesNotMatch", 403, StorageDenied),
+        ("NoSuchBucket", 404, StorageDenied),
+        ("NoSuchKey", 404, ObjectNotFound),
+        ("BadDigest", 400, VerificationFailed),
+        ("InvalidArgument", 400, StorageError),
+    ],
+)
+def test_client_errors_translated(code: str, status: int, kind: type[StorageError]) -> None:
+    exc = ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
+    got = _from_client_error(exc, "PutObject s3://b/k")
+    assert type(got) is kind
+    assert code in str(got)
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+async def test_large_body_streams_in_bounded_memory(
+    moto_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    aws_env(moto_s3)
+    bucket = await moto_s3.create_bucket()
+    size = 200 * MiB
+    block = payload(MiB)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(size // MiB):
+            yield block  # the same object each time: the source itself costs nothing
+
+    async with S3Storage(s3_config(moto_s3, bucket, tmp_path / "spool")) as s3:
+        tracemalloc.start()
+        try:
+            got = await s3.put(KEY, body(), content_type="audio/wav", metadata=META)
+            await s3.verify(KEY, size, got.sha256, deep=True)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert got.size == size
+        assert peak < 40 * MiB, f"peak {peak / MiB:.0f} MiB for a {size // MiB} MiB body"
+        await s3.delete(KEY)  # moto keeps objects in memory
