@@ -21,10 +21,12 @@ from typing import Any
 import structlog
 
 from archiver import __version__, logs
-from archiver.config import Config, load_config, parse_timezone
+from archiver.audit import Head, Journal, verify_journal
+from archiver.config import Config, journal_path, load_config, parse_timestamp, parse_timezone
 from archiver.daemon import Daemon, run_until_signalled
 from archiver.errors import ArchiverError, ConfigError
 from archiver.ledger import Ledger, iso
+from archiver.notify import Notifier
 from archiver.restcomm import RestcommClient
 from archiver.server import Health, HealthServer
 from archiver.storage import open_storage
@@ -58,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="validate config, reach the source, write a canary to the archive")
     rt = sub.add_parser("retry", help="make failed recordings due again (all, or the SIDs given)")
     rt.add_argument("sids", nargs="*")
+    ver = sub.add_parser("verify", help="re-check archived copies against the ledger")
+    ver.add_argument("--deep", action="store_true", help="download and re-hash every copy")
+    rc = sub.add_parser("reconcile", help="list a date range ignoring the watermark, archive gaps")
+    rc.add_argument("--since", required=True, help="ISO date or time, e.g. 2025-01-01")
+    rc.add_argument("--until", help="ISO date or time (default: now)")
+    au = sub.add_parser("audit", help="the audit journal")
+    au_sub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    au_sub.add_parser("verify", help="check the journal's hash chain; report the first broken line")
     demo = sub.add_parser(
         "demo", help="archive from the bundled simulator into a local folder, then exit"
     )
@@ -93,9 +103,10 @@ def _client(cfg: Config) -> RestcommClient:
 
 async def _with_stack(cfg: Config, stack: AsyncExitStack) -> Syncer:
     ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
+    journal = await stack.enter_async_context(Journal(journal_path(cfg)))
     client = await stack.enter_async_context(_client(cfg))
     storage = await stack.enter_async_context(open_storage(cfg.archive))
-    return Syncer(cfg, client, storage, ledger)
+    return Syncer(cfg, client, storage, ledger, journal=journal)
 
 
 async def cmd_sync(cfg: Config) -> int:
@@ -126,16 +137,48 @@ async def cmd_run(cfg: Config) -> int:
         stall_timeout=cfg.server.stall_timeout.total_seconds(),
         failure_grace=cfg.server.ready_failure_grace.total_seconds(),
     )
+    notifier = Notifier()
+
+    def on_pass(result: PassResult | None, error: BaseException | None) -> None:
+        if result is not None:
+            notifier.ready()  # repeated READY=1 is harmless; the first one ends start-up
+            s = result.summary()
+            notifier.status(
+                f"last pass ok: {s['archived']} archived, {s['failed']} failed, "
+                f"{s['deleted']} deleted; watermark {s['watermark']}"
+            )
+        else:
+            notifier.status(f"last pass failed: {error}")
+
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(HealthServer(cfg.server.listen, health))
         syncer = await _with_stack(cfg, stack)
+        health.ledger_open = True
+        try:
+            total = await syncer.client.check()
+        except ArchiverError as exc:  # READY=1 waits for the first pass that reaches it
+            notifier.status(f"waiting for the source: {exc}")
+            log.warning("source.unreachable_at_start", error=str(exc))
+        else:
+            notifier.ready()
+            notifier.status(f"ledger open, source reached ({total} recordings listed)")
         daemon = Daemon(
             syncer,
             poll_interval=cfg.source.poll_interval.total_seconds(),
             max_backoff=cfg.daemon.max_backoff.total_seconds(),
             health=health,
+            on_pass=on_pass,
         )
-        await run_until_signalled(daemon.run, cfg.daemon.drain_timeout.total_seconds())
+
+        async def main(stopping: asyncio.Event) -> None:
+            async with asyncio.TaskGroup() as tg:
+                watchdog = tg.create_task(notifier.watchdog_loop(health.alive))
+                await daemon.run(stopping)
+                watchdog.cancel()
+
+        await run_until_signalled(
+            main, cfg.daemon.drain_timeout.total_seconds(), on_stop=notifier.stopping
+        )
     return EXIT_OK
 
 
@@ -211,6 +254,61 @@ async def cmd_status(cfg: Config, as_json: bool, failures: int) -> int:
     else:
         _print_status(facts)
     return EXIT_FAILURES if facts["states"]["failed"] else EXIT_OK
+
+
+async def cmd_verify(cfg: Config, deep: bool) -> int:
+    checked = 0
+    problems: list[str] = []
+    async with Ledger(cfg.ledger.path) as ledger, open_storage(cfg.archive) as storage:
+        after = ""
+        while rows := await ledger.archived_rows(after, 500):
+            for row in rows:
+                checked += 1
+                assert row.archive_key and row.size is not None and row.sha256
+                try:
+                    await storage.verify(row.archive_key, row.size, row.sha256, deep=deep)
+                except ArchiverError as exc:
+                    problems.append(f"{row.sid} {storage.describe(row.archive_key)}: {exc}")
+            after = rows[-1].sid
+    for line in problems:
+        print(f"DRIFT {line}")
+    print(
+        f"checked {checked} archived copies{' (deep)' if deep else ''}: "
+        f"{len(problems)} discrepanc{'y' if len(problems) == 1 else 'ies'}"
+    )
+    return EXIT_FAILURES if problems else EXIT_OK
+
+
+async def cmd_reconcile(cfg: Config, since: str, until: str | None) -> int:
+    start = parse_timestamp(since, "--since")
+    end = parse_timestamp(until, "--until") if until else None
+    async with AsyncExitStack() as stack:
+        syncer = await _with_stack(cfg, stack)
+
+        async def reconcile(stopping: asyncio.Event) -> PassResult:
+            return await syncer.run_pass(stopping, since=start, until=end)
+
+        result = await run_until_signalled(reconcile, cfg.daemon.drain_timeout.total_seconds())
+    if result is None:
+        return EXIT_FAILURES
+    _print_pass(result)
+    return EXIT_OK if result.ok else EXIT_FAILURES
+
+
+async def cmd_audit_verify(cfg: Config) -> int:
+    path = Path(journal_path(cfg))
+    if not path.exists():
+        raise ConfigError("audit.journal", f"no journal at {path}")
+    async with Ledger(cfg.ledger.path) as ledger:
+        checkpoint = Head.decode(await ledger.get_meta("audit_head"))
+    broken = await asyncio.to_thread(verify_journal, path, checkpoint)
+    if broken is None:
+        head = f"seq {checkpoint.seq}" if checkpoint else "no checkpoint yet"
+        print(f"journal {path}: chain intact (ledger checkpoint {head})")
+        return EXIT_OK
+    line, why = broken
+    print(f"journal {path}: BROKEN at line {line}: {why}")
+    return EXIT_FAILURES
 
 
 async def cmd_retry(cfg: Config, sids: list[str]) -> int:
@@ -312,6 +410,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_status(cfg, args.json, args.failures))
         if args.command == "check":
             return asyncio.run(cmd_check(cfg))
+        if args.command == "verify":
+            return asyncio.run(cmd_verify(cfg, args.deep))
+        if args.command == "reconcile":
+            return asyncio.run(cmd_reconcile(cfg, args.since, args.until))
+        if args.command == "audit":
+            return asyncio.run(cmd_audit_verify(cfg))
         if args.command == "retry":
             return asyncio.run(cmd_retry(cfg, args.sids))
     except ConfigError as exc:

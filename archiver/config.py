@@ -136,6 +136,8 @@ class SourceConfig:
     max_attempts: int = 10
     media_grace: timedelta = timedelta(hours=1)
     max_requests_per_second: float = 0.0
+    reconcile_interval: timedelta = timedelta(hours=24)
+    reconcile_window: timedelta = timedelta(days=7)
 
     @property
     def origin(self) -> str:
@@ -172,6 +174,20 @@ class LedgerConfig:
 
 
 @dataclass(frozen=True)
+class DeleteConfig:
+    enabled: bool = False
+    min_age: timedelta = timedelta(hours=24)
+    max_per_pass: int = 500
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    journal: str = ""  # "" means next to the ledger: <ledger.path>.audit.jsonl
+    manifests: bool = True
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     drain_timeout: timedelta = timedelta(seconds=30)
     max_backoff: timedelta = timedelta(minutes=10)
@@ -190,11 +206,17 @@ class LogConfig:
     format: str = "auto"
 
 
+def journal_path(cfg: Config) -> str:
+    return cfg.audit.journal or f"{cfg.ledger.path}.audit.jsonl"
+
+
 @dataclass(frozen=True)
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    delete: DeleteConfig = field(default_factory=DeleteConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -207,6 +229,9 @@ SECTIONS: dict[str, type[Any]] = {
 _SECRET_FILES = {("source", "auth_token_file"): "auth_token"}
 _DURATION_KEYS = {
     "lookback",
+    "min_age",
+    "reconcile_interval",
+    "reconcile_window",
     "stall_timeout",
     "ready_failure_grace",
     "poll_interval",
@@ -428,6 +453,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("archive.multipart_threshold", "must be at least archive.part_size")
 
     parse_listen(cfg.server.listen)
+    if cfg.delete.max_per_pass < 0:
+        raise ConfigError("delete.max_per_pass", "must be 0 or more")
 
     if not cfg.ledger.path:
         raise ConfigError("ledger.path", "is required, e.g. '/var/lib/archiver/ledger.sqlite3'")

@@ -92,11 +92,33 @@ class Daemon:
             self.passes += 1  # counted once its metrics are published
         return delay
 
+    async def maybe_reconcile(self, stopping: asyncio.Event) -> None:
+        """Every reconcile_interval, re-list the last reconcile_window ignoring the watermark."""
+        src = self.syncer.cfg.source
+        interval = src.reconcile_interval.total_seconds()
+        if interval <= 0 or stopping.is_set():
+            return
+        ledger = self.syncer.ledger
+        last = float(await ledger.get_meta("last_reconcile_at") or 0)
+        now = self.syncer.clock()
+        if now - last < interval:
+            return
+        since = max(self.syncer.now() - src.reconcile_window, src.start_time)
+        try:
+            result = await self.syncer.run_pass(stopping, since=since)
+        except ArchiverError as exc:
+            log.error("reconcile.failed", error=str(exc), error_type=type(exc).__name__)
+            return
+        await ledger.set_meta("last_reconcile_at", str(now))
+        log.info("reconcile.finished", since=since.isoformat(), found=result.scan.new)
+
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("daemon.started", poll_interval_s=self.poll_interval)
         self.health.ledger_open = True
         while not stopping.is_set():
             delay = await self.one_pass(stopping)
+            if not self.consecutive_failures:
+                await self.maybe_reconcile(stopping)
             deadline = time.monotonic() + delay
             while not stopping.is_set() and (left := deadline - time.monotonic()) > 0:
                 self.health.progress()  # waiting between passes is healthy
@@ -106,7 +128,9 @@ class Daemon:
 
 
 async def run_until_signalled(
-    main: Callable[[asyncio.Event], Awaitable[T]], drain_timeout: float
+    main: Callable[[asyncio.Event], Awaitable[T]],
+    drain_timeout: float,
+    on_stop: Callable[[], None] | None = None,
 ) -> T | None:
     """Run ``main(stopping)``; the first signal sets ``stopping``, a second one cancels.
 
@@ -122,6 +146,8 @@ async def run_until_signalled(
         received += 1
         if received == 1:
             log.info("daemon.stopping", signal=name, drain_timeout_s=drain_timeout)
+            if on_stop is not None:
+                on_stop()
             stopping.set()
             loop.call_later(drain_timeout, task.cancel)
         else:

@@ -27,7 +27,7 @@ from archiver.errors import LedgerError
 from archiver.restcomm import InvalidItem, Recording
 
 STATES = ("discovered", "archived", "verified", "failed", "deleted")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -61,6 +61,9 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX recordings_work ON recordings (state, next_attempt_at);
     CREATE INDEX recordings_created ON recordings (created_epoch);
+    """,
+    2: """
+    CREATE INDEX recordings_deletable ON recordings (state, verified_at);
     """,
 }
 
@@ -139,7 +142,7 @@ class Ledger:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._migrate()
         except (sqlite3.Error, OSError) as exc:
@@ -309,6 +312,31 @@ class Ledger:
             "attempts=attempts+?, next_attempt_at=?, updated_at=? WHERE sid=?",
             (error[:2000], int(permanent), int(count_attempt), next_attempt_at, now, sid),
         )
+
+    async def mark_deleted(self, sid: str, now: float) -> None:
+        await self.db.execute(
+            "UPDATE recordings SET state='deleted', deleted_at=?, updated_at=? "
+            "WHERE sid=? AND state='verified'",
+            (now, now, sid),
+        )
+
+    async def deletable(self, verified_before: float, limit: int) -> list[Row]:
+        """Verified rows old enough to delete from the source, oldest verification first."""
+        async with self.db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM recordings WHERE state='verified' AND verified_at <= ? "
+            "ORDER BY verified_at LIMIT ?",
+            (verified_before, limit),
+        ) as cur:
+            return [_row(r) for r in await cur.fetchall()]
+
+    async def archived_rows(self, after_sid: str = "", limit: int = 1000) -> list[Row]:
+        """Rows whose archived copy should exist (verified or deleted), in SID order."""
+        async with self.db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM recordings WHERE state IN ('verified','deleted') "
+            "AND sid > ? ORDER BY sid LIMIT ?",
+            (after_sid, limit),
+        ) as cur:
+            return [_row(r) for r in await cur.fetchall()]
 
     async def retry_failed(self, sids: Iterable[str] | None, now: float) -> int:
         """Make failed rows due again (operator action): attempts reset."""

@@ -333,15 +333,21 @@ class RestcommClient:
 
     # ---------------------------------------------------------------- list
 
-    def page_url(self, page: int, page_size: int, start_date: date | None) -> str:
+    def page_url(
+        self, page: int, page_size: int, start_date: date | None, end_date: date | None = None
+    ) -> str:
         params: dict[str, str | int] = {"Page": page, "PageSize": page_size}
         if start_date is not None:
             params["StartTime"] = start_date.isoformat()
+        if end_date is not None:
+            params["EndTime"] = end_date.isoformat()
         return f"{self.api_root}/Recordings.json?{urlencode(params)}"
 
-    async def list_page(self, page: int, page_size: int, start_date: date | None) -> Page:
+    async def list_page(
+        self, page: int, page_size: int, start_date: date | None, end_date: date | None = None
+    ) -> Page:
         """One page of the newest-first list. A 400 past the first page means past the end."""
-        url = self.page_url(page, page_size, start_date)
+        url = self.page_url(page, page_size, start_date, end_date)
         await self._limiter.acquire()
         try:
             async with self.session.get(
@@ -516,6 +522,13 @@ class RestcommClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._count("error")
             raise SourceUnavailable(f"delete failed: {exc!r}") from exc
+
+
+def end_date_for(until: datetime, server_tz: tzinfo | None) -> date:
+    """The ``EndTime`` date sure to include ``until`` (the server adds a day to it anyway)."""
+    if server_tz is not None:
+        return (until.astimezone(server_tz) + timedelta(hours=2)).date()
+    return (until.astimezone(UTC) + timedelta(hours=14)).date()
 
 
 def start_date_for(since: datetime, server_tz: tzinfo | None) -> date:

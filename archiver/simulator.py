@@ -392,6 +392,7 @@ class RestcommSimulator:
         self.deleted: list[str] = []
         self.faults: list[Fault] = []
         self.on_list: Callable[[int], Awaitable[None] | None] | None = None
+        self.on_delete: Callable[[SimRecording], None] | None = None
         self.base_url = ""
         self.storage_origin = ""
         self._sid_rng = random.Random(f"sid:{seed}")
@@ -816,6 +817,8 @@ class RestcommSimulator:
         if rec.account_sid != account:
             return _empty(403)
         if method == "DELETE":
+            if self.on_delete is not None:
+                self.on_delete(rec)  # tests check the archive at the moment of the delete
             del self.recordings[name]
             self.deleted.append(name)
             return _empty(200)

@@ -25,10 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import structlog
 
 from archiver import metrics
+from archiver.audit import Journal
 from archiver.config import Config
 from archiver.errors import (
     ArchiveConflict,
@@ -42,7 +44,14 @@ from archiver.errors import (
     VerificationFailed,
 )
 from archiver.ledger import Ledger, Row
-from archiver.restcomm import InvalidItem, Page, Recording, RestcommClient, start_date_for
+from archiver.restcomm import (
+    InvalidItem,
+    Page,
+    Recording,
+    RestcommClient,
+    end_date_for,
+    start_date_for,
+)
 from archiver.retry import retrying
 from archiver.storage import Storage, check_key
 from archiver.storage.base import single_chunk
@@ -87,6 +96,9 @@ class PassResult:
     watermark: datetime | None = None
     stopped_early: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
+    deleted: int = 0
+    would_delete: int = 0
+    delete_skipped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -103,6 +115,9 @@ class PassResult:
             "verified": self.verified,
             "failed": self.failed,
             "bytes": self.bytes,
+            "deleted": self.deleted,
+            "would_delete": self.would_delete,
+            "delete_skipped": self.delete_skipped,
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "duration_s": round(self.finished_at - self.started_at, 3),
             "stopped_early": self.stopped_early,
@@ -172,6 +187,7 @@ class Syncer:
         ledger: Ledger,
         *,
         clock: Clock = time.time,
+        journal: Journal | None = None,
     ) -> None:
         self.cfg = cfg
         self.client = client
@@ -179,6 +195,8 @@ class Syncer:
         self.ledger = ledger
         self.clock = clock
         self.in_flight = 0
+        self.journal = journal
+        self._end_date: date | None = None
         self.on_progress: Callable[[PassResult, Row | None], None] | None = None
 
     def now(self) -> datetime:
@@ -193,13 +211,15 @@ class Syncer:
         return max(watermark - self.cfg.source.lookback, self.cfg.source.start_time)
 
     async def _page(self, page: int, size: int, start: date | None) -> Page:
+        end = self._end_date
         return await retrying(
-            "list_page", lambda: self.client.list_page(page, size, start), page=page
+            "list_page", lambda: self.client.list_page(page, size, start, end), page=page
         )
 
-    async def scan(self, since: datetime) -> ScanResult:
-        """List everything created at or after ``since`` into the ledger."""
+    async def scan(self, since: datetime, until: datetime | None = None) -> ScanResult:
+        """List everything created at or after ``since`` (and up to ``until``) into the ledger."""
         result = ScanResult()
+        self._end_date = None if until is None else end_date_for(until, self.client.server_tz)
         size = self.cfg.source.page_size
         start = start_date_for(since, self.client.server_tz)
         for restart in range(DEFAULT_SCAN_RESTARTS + 1):
@@ -334,6 +354,7 @@ class Syncer:
             size, sha = await retrying(
                 "transfer", transfer, attempts=DEFAULT_TRANSFER_ATTEMPTS, sid=rec.sid
             )
+            self._audit("archived", sid=rec.sid, key=key, size=size, sha256=sha)
             await self.ledger.mark_archived(
                 rec.sid, key=key, size=size, sha256=sha, now=self.clock()
             )
@@ -351,6 +372,7 @@ class Syncer:
             ),
             sid=rec.sid,
         )
+        self._audit("verified", sid=rec.sid, key=key, size=size, sha256=sha)
         await self.ledger.mark_verified(rec.sid, self.clock())
         result.verified += 1
         metrics.ARCHIVED_RECORDINGS.inc()
@@ -397,6 +419,7 @@ class Syncer:
             next_attempt_at=None if permanent else now + delay,
             count_attempt=count,
         )
+        self._audit("failed", sid=row.sid, reason=reason, attempts=attempts, permanent=permanent)
         result.failed += 1
         result.failures.append((row.sid, reason))
         metrics.FAILURES.labels(type(exc).__name__).inc()
@@ -442,32 +465,161 @@ class Syncer:
                         break
                     tg.create_task(one(row))
 
+    # ---------------------------------------------------------------- delete
+
+    def _audit(self, event: str, **fields: object) -> None:
+        if self.journal is not None:
+            self.journal.append(event, **fields)
+
+    async def delete_verified(self, result: PassResult, stopping: asyncio.Event) -> None:
+        """Delete source copies whose archive is verified, re-checked right before each DELETE.
+
+        Runs after the listing of the pass is complete: deleting while paging through offsets
+        would shift later pages and skip recordings.
+        """
+        d = self.cfg.delete
+        if not d.enabled or d.max_per_pass == 0:
+            return
+        if self.journal is not None:
+            await self.journal.sync()  # the evidence of verification is durable first
+        cutoff = self.clock() - d.min_age.total_seconds()
+        for row in await self.ledger.deletable(cutoff, d.max_per_pass):
+            if stopping.is_set():
+                break
+            log_ = log.bind(sid=row.sid)
+            assert row.archive_key and row.size is not None and row.sha256
+            try:
+                await retrying(
+                    "recheck",
+                    lambda r=row: self.storage.verify(  # type: ignore[misc]
+                        r.archive_key, r.size, r.sha256
+                    ),
+                    sid=row.sid,
+                )
+            except FATAL:
+                raise
+            except ArchiverError as exc:
+                reason = f"archive re-check failed: {type(exc).__name__}: {exc}"
+                self._audit("delete-skipped", sid=row.sid, reason=reason)
+                log_.error("delete.skipped", reason=reason)
+                result.delete_skipped += 1
+                metrics.DELETIONS.labels("skipped").inc()
+                # the copy is gone or altered while the source still has it: archive it again
+                await self.ledger.mark_failed(
+                    row.sid,
+                    reason,
+                    now=self.clock(),
+                    permanent=False,
+                    next_attempt_at=None,
+                    count_attempt=False,
+                )
+                continue
+            if d.dry_run:
+                self._audit("would-delete", sid=row.sid, key=row.archive_key)
+                log_.info("delete.dry_run", key=row.archive_key)
+                result.would_delete += 1
+                metrics.DELETIONS.labels("dry_run").inc()
+                continue
+            existed = await retrying("delete", lambda r=row: self.client.delete(r.sid), sid=row.sid)  # type: ignore[misc]
+            self._audit("deleted", sid=row.sid, key=row.archive_key, already_gone=not existed)
+            await self.ledger.mark_deleted(row.sid, self.clock())
+            result.deleted += 1
+            metrics.DELETIONS.labels("deleted" if existed else "already_gone").inc()
+            log_.info("recording.deleted", already_gone=not existed)
+
+    # -------------------------------------------------------------- manifests
+
+    async def write_manifests(self) -> int:
+        """Copy every closed UTC day of the journal into the archive, once."""
+        if self.journal is None or not self.cfg.audit.manifests:
+            return 0
+        await self.journal.sync()
+        offset = int(await self.ledger.get_meta("audit_manifest_offset") or 0)
+        today = self.now().date().isoformat()
+        days, next_offset = await asyncio.to_thread(closed_days, self.journal.path, offset, today)
+        for day, data in days:
+            key = f"audit/{day[:4]}/{day[5:7]}/{day[8:10]}.jsonl"
+            await retrying(
+                "manifest",
+                lambda k=key, b=data, dd=day: self.storage.put(  # type: ignore[misc]
+                    k,
+                    single_chunk(b),
+                    content_type="application/x-ndjson",
+                    metadata={"date-created": f"{dd}T23:59:59+00:00"},
+                ),
+            )
+            log.info("audit.manifest_written", day=day, key=key, bytes=len(data))
+        if next_offset != offset:
+            await self.ledger.set_meta("audit_manifest_offset", str(next_offset))
+        return len(days)
+
     # ----------------------------------------------------------------- pass
 
-    async def run_pass(self, stopping: asyncio.Event | None = None) -> PassResult:
+    async def run_pass(
+        self,
+        stopping: asyncio.Event | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> PassResult:
+        """One pass. With ``since`` (a reconcile) the watermark is neither used nor moved."""
         stopping = stopping or asyncio.Event()
         result = PassResult(started_at=self.clock())
-        since = await self.since()
-        log.info("pass.started", since=since.isoformat())
+        reconcile = since is not None
+        since = since if since is not None else await self.since()
+        log.info("pass.started", since=since.isoformat(), reconcile=reconcile)
         try:
-            result.scan = await self.scan(since)
-            if result.scan.complete and result.scan.newest is not None:
+            result.scan = await self.scan(since, until)
+            if reconcile:
+                result.watermark = await self.ledger.watermark()
+            elif result.scan.complete and result.scan.newest is not None:
                 result.watermark = await self.ledger.advance_watermark(result.scan.newest)
             else:
                 result.watermark = await self.ledger.watermark()
                 if not result.scan.complete:
                     log.warning("scan.incomplete", reason=result.scan.reason)
             await self.transfer_due(result, stopping)
+            await self.delete_verified(result, stopping)
+            await self.write_manifests()
         except* FATAL as group:
             raise group.exceptions[0] from None
         except* StorageError as group:
             raise group.exceptions[0] from None
+        finally:
+            if self.journal is not None:
+                head = await self.journal.sync()
+                await self.ledger.set_meta("audit_head", head.encode())
         result.stopped_early = stopping.is_set()
         result.finished_at = self.clock()
         await self.ledger.set_meta("last_pass", json.dumps(result.summary()))
         await self.ledger.set_meta("last_pass_at", str(result.finished_at))
         log.info("pass.finished", **result.summary())
         return result
+
+
+def closed_days(path: Path, offset: int, today: str) -> tuple[list[tuple[str, bytes]], int]:
+    """Journal lines from byte ``offset`` grouped by UTC day, for days before ``today``."""
+    days: list[tuple[str, bytes]] = []
+    current, buf, pos, consumed = "", bytearray(), offset, offset
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                break
+            day = json.loads(raw).get("ts", "")[:10]
+            if day >= today:
+                break
+            if day != current and buf:
+                days.append((current, bytes(buf)))
+                buf = bytearray()
+                consumed = pos
+            current = day
+            buf += raw
+            pos += len(raw)
+    if buf:
+        days.append((current, bytes(buf)))
+        consumed = pos
+    return days, consumed
 
 
 def lag_seconds(newest: datetime | None, now: datetime) -> float | None:

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from archiver import retry
-from archiver.config import Config, load_config
+from archiver.audit import Journal
+from archiver.config import Config, journal_path, load_config
 from archiver.ledger import Ledger
 from archiver.restcomm import RestcommClient
 from archiver.simulator import RestcommSimulator
@@ -31,6 +33,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     retry.set_testing(True)
     yield
     retry.set_testing(False)
+    structlog.reset_defaults()  # a CLI test may have bound logging to a captured stream
 
 
 @pytest.fixture
@@ -39,7 +42,9 @@ async def sim() -> AsyncIterator[RestcommSimulator]:
         yield s
 
 
-def make_config(sim: RestcommSimulator, tmp: Path, **source: Any) -> Config:
+def make_config(
+    sim: RestcommSimulator, tmp: Path, delete: dict[str, Any] | None = None, **source: Any
+) -> Config:
     src: dict[str, Any] = {
         "base_url": sim.base_url,
         "account_sid": sim.account_sid,
@@ -56,6 +61,7 @@ def make_config(sim: RestcommSimulator, tmp: Path, **source: Any) -> Config:
             "source": src,
             "archive": {"backend": "local", "path": str(tmp / "archive")},
             "ledger": {"path": str(tmp / "ledger.sqlite3")},
+            "delete": delete or {},
         },
     )
 
@@ -82,8 +88,9 @@ class Harness:
                 self.cfg.source.base_url, self.cfg.source.account_sid, self.cfg.source.auth_token
             ) as client,
             LocalStorage(self.cfg.archive.path) as storage,
+            Journal(journal_path(self.cfg)) as journal,
         ):
-            syncer = Syncer(self.cfg, client, storage, ledger, clock=self.clock)
+            syncer = Syncer(self.cfg, client, storage, ledger, clock=self.clock, journal=journal)
             return await syncer.run_pass(**kw)
 
     async def ledger_rows(self) -> dict[str, Any]:

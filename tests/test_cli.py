@@ -155,3 +155,45 @@ async def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert 0 < facts["states"]["verified"] < 30
     files = [p for p in archive.rglob("*.wav")]
     assert len(files) == facts["states"]["verified"]
+
+
+async def test_run_speaks_the_systemd_notify_protocol(tmp_path: Path) -> None:
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.setblocking(False)
+    loop = asyncio.get_running_loop()
+    messages: list[str] = []
+    try:
+        async with RestcommSimulator(auth_token=TOKEN) as sim:
+            sim.generate(5, start=NOW - timedelta(hours=1))
+            cfg = write_config(tmp_path, sim)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "archiver",
+                "--config",
+                str(cfg),
+                "run",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"},
+            )
+
+            async def collect_until(predicate: Callable[[], bool]) -> None:
+                while not predicate():
+                    data = await asyncio.wait_for(loop.sock_recv(receiver, 4096), 20)
+                    messages.append(data.decode())
+
+            await collect_until(lambda: messages.count("WATCHDOG=1") >= 2)
+            proc.send_signal(signal.SIGTERM)
+            await collect_until(lambda: "STOPPING=1" in messages)
+            _out, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, err.decode()
+    finally:
+        receiver.close()
+    kinds = [m.split("=", 1)[0] + ("=1" if m.endswith("=1") else "") for m in messages]
+    assert kinds.index("READY=1") < kinds.index("WATCHDOG=1") < kinds.index("STOPPING=1")
+    assert any(m.startswith("STATUS=") for m in messages)
