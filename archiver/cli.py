@@ -24,7 +24,7 @@ from archiver import __version__, logs
 from archiver.audit import Head, Journal, verify_journal
 from archiver.config import Config, journal_path, load_config, parse_timestamp, parse_timezone
 from archiver.daemon import Daemon, run_until_signalled
-from archiver.errors import ArchiverError, ConfigError
+from archiver.errors import ArchiverError, ConfigError, LedgerError
 from archiver.ledger import Ledger, iso
 from archiver.notify import Notifier
 from archiver.restcomm import RestcommClient
@@ -420,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_retry(cfg, args.sids))
     except ConfigError as exc:
         print(f"archiver: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except LedgerError as exc:  # a path or file the operator must fix: like bad config
+        print(f"archiver: config: ledger.path: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except ArchiverError as exc:
         print(f"archiver: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -475,7 +475,7 @@ class RestcommClient:
 
     def _media_body(self, resp: aiohttp.ClientResponse, ext: str) -> MediaBody:
         if resp.status == 404:
-            raise MediaNotReady("media answered 404 (the recording may still be being written)")
+            raise MediaNotReady("media answered 404 (the platform may still be writing it)")
         if resp.status in _RETRYABLE_STATUS:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             if resp.status == 429:

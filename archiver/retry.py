@@ -8,6 +8,7 @@ logged as ``retry.scheduled``. Tests call :func:`set_testing` to make waits zero
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,7 +20,6 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
 )
 
 from archiver import metrics
@@ -57,7 +57,8 @@ def is_transient(exc: BaseException) -> bool:
 def _wait(state: RetryCallState) -> float:
     if _testing.enabled:
         return 0.0
-    backoff = wait_exponential_jitter(initial=DEFAULT_INITIAL_WAIT, max=DEFAULT_MAX_WAIT)(state)
+    exponential = DEFAULT_INITIAL_WAIT * 2 ** max(state.attempt_number - 1, 0)
+    backoff = min(exponential, DEFAULT_MAX_WAIT) + random.uniform(0, DEFAULT_INITIAL_WAIT)
     exc = state.outcome.exception() if state.outcome else None
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(retry_after, int | float) and retry_after > backoff:

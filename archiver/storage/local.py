@@ -31,12 +31,12 @@ log = structlog.get_logger("archiver.storage.local")
 
 TMP_DIR = ".archiver-tmp"
 DEFAULT_READ_CHUNK = 1024 * 1024
-_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def _translate(exc: OSError, what: str) -> StorageError:
-    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
-        return StorageDenied(f"{what}: disk full ({exc.strerror})")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StorageDenied(f"{what}: disk full or file size limit reached ({exc.strerror})")
     if exc.errno in _DENIED:
         return StorageDenied(f"{what}: {exc.strerror} (check the folder's owner and mode)")
     if exc.errno == errno.ENOENT:
