@@ -57,7 +57,7 @@ def is_transient(exc: BaseException) -> bool:
 def _wait(state: RetryCallState) -> float:
     if _testing.enabled:
         return 0.0
-    exponential = DEFAULT_INITIAL_WAIT * 2 ** max(state.attempt_number - 1, 0)
+    exponential: float = DEFAULT_INITIAL_WAIT * 2.0 ** max(state.attempt_number - 1, 0)
     backoff = min(exponential, DEFAULT_MAX_WAIT) + random.uniform(0, DEFAULT_INITIAL_WAIT)
     exc = state.outcome.exception() if state.outcome else None
     retry_after = getattr(exc, "retry_after", None)
