@@ -1,0 +1,148 @@
+"""The whole archiver with backend = "s3": simulator → archiver CLI → real S3 servers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from archiver.simulator import RestcommSimulator
+from tests import s3_servers
+from tests.conftest import NOW
+from tests.s3_servers import S3Server
+from tests.test_cli import TOKEN, run_cli
+
+aws_env = s3_servers.aws_env
+moto_s3 = s3_servers.moto_s3
+seaweedfs_s3 = s3_servers.seaweedfs_s3
+MiB = 2**20
+
+
+def s3_cli_config(
+    tmp: Path, sim: RestcommSimulator, server: S3Server, bucket: str, **archive: Any
+) -> Path:
+    values: dict[str, Any] = {
+        "backend": "s3",
+        "bucket": bucket,
+        "prefix": "calls/",
+        "endpoint_url": server.endpoint_url,
+        "region": server.region,
+        "addressing_style": "path",
+        "multipart_threshold": "5MiB",
+        "part_size": "5MiB",
+        "spool_dir": str(tmp),
+    }
+    values.update(archive)
+    text = (
+        f'[source]\nbase_url = "{sim.base_url}"\naccount_sid = "{sim.account_sid}"\n'
+        f'auth_token = "{TOKEN}"\npage_size = 10\n'
+        f'start_time = "{(NOW - timedelta(days=2)).isoformat()}"\n[archive]\n'
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+        + f'[ledger]\npath = "{tmp}/ledger.sqlite3"\n[server]\nlisten = ""\n'
+    )
+    path = tmp / "archiver.toml"
+    path.write_text(text)
+    return path
+
+
+def creds(server: S3Server) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": server.access_key,
+        "AWS_SECRET_ACCESS_KEY": server.secret_key,
+        "AWS_DEFAULT_REGION": server.region,
+    }
+
+
+async def test_sync_to_s3_archives_verifies_and_writes_sidecars(
+    tmp_path: Path, moto_s3: S3Server
+) -> None:
+    bucket = await moto_s3.create_bucket()
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        recs = sim.generate(12, start=NOW - timedelta(hours=1), size=50_000, ext_mp4_every=5)
+        big = sim.generate(1, start=NOW - timedelta(minutes=2), size=12 * MiB)[0]
+        cfg = s3_cli_config(
+            tmp_path, sim, moto_s3, bucket, storage_class="STANDARD_IA", sse="AES256"
+        )
+        code, out, err = await run_cli("--config", str(cfg), "sync", env=creds(moto_s3))
+        assert code == 0, err
+        assert "archived 13, verified 13, failed 0" in out
+        code, out, err = await run_cli("--config", str(cfg), "sync", env=creds(moto_s3))
+        assert code == 0 and "archived 0" in out  # nothing repeated
+    async with moto_s3.client() as s3:
+        listing = await s3.list_objects_v2(Bucket=bucket, Prefix="calls/")
+        keys = {o["Key"] for o in listing.get("Contents", [])}
+        for rec in [*recs, big]:
+            day = rec.date_created.astimezone(UTC).strftime("%Y/%m/%d")
+            key = f"calls/{sim.account_sid}/{day}/{rec.sid}.{rec.ext}"
+            assert key in keys and f"{key}.json" in keys
+            head = await s3.head_object(Bucket=bucket, Key=key)
+            assert head["ContentLength"] == rec.size
+            assert head["Metadata"]["sha256"] == rec.sha256()
+            assert head["Metadata"]["sid"] == rec.sid
+            assert head["ContentType"] == ("video/mp4" if rec.ext == "mp4" else "audio/x-wav")
+            assert head.get("ServerSideEncryption") == "AES256"
+            side = await s3.get_object(Bucket=bucket, Key=f"{key}.json")
+            doc = json.loads(await side["Body"].read())
+            assert doc["sha256"] == rec.sha256() and doc["size"] == rec.size
+    code, out, _ = await run_cli("--config", str(cfg), "verify", env=creds(moto_s3))
+    assert code == 0 and "0 discrepancies" in out
+
+
+async def test_object_lock_asked_but_missing_is_refused(tmp_path: Path, moto_s3: S3Server) -> None:
+    bucket = await moto_s3.create_bucket()
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        sim.generate(2, start=NOW - timedelta(hours=1))
+        cfg = s3_cli_config(
+            tmp_path, sim, moto_s3, bucket, object_lock_mode="COMPLIANCE", retention_days=3650
+        )
+        for command in ("sync", "check"):
+            code, _out, err = await run_cli("--config", str(cfg), command, env=creds(moto_s3))
+            assert code == 3 and "Object Lock" in err, err
+    async with moto_s3.client() as s3:
+        assert "Contents" not in await s3.list_objects_v2(Bucket=bucket)  # nothing unprotected
+
+
+async def test_check_writes_verifies_and_removes_a_canary(
+    tmp_path: Path, moto_s3: S3Server
+) -> None:
+    bucket = await moto_s3.create_bucket()
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        cfg = s3_cli_config(tmp_path, sim, moto_s3, bucket)
+        code, out, err = await run_cli("--config", str(cfg), "check", env=creds(moto_s3))
+    assert code == 0, err
+    assert "source       ok" in out and "archive      ok" in out and "canary removed" in out
+    bad = creds(moto_s3) | {"AWS_ACCESS_KEY_ID": ""}
+    code, _out, err = await run_cli("--config", str(cfg), "check", env=bad)
+    assert code == 3
+
+
+async def test_locked_archive_with_verified_deletion_on_seaweedfs(
+    tmp_path: Path, seaweedfs_s3: S3Server
+) -> None:
+    bucket = await seaweedfs_s3.create_bucket(object_lock=True)
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        recs = sim.generate(4, start=NOW - timedelta(hours=1), size=30_000)
+        cfg = s3_cli_config(
+            tmp_path,
+            sim,
+            seaweedfs_s3,
+            bucket,
+            object_lock_mode="GOVERNANCE",
+            retention_days=2,
+            legal_hold=True,
+        )
+        cfg.write_text(cfg.read_text() + '[delete]\nenabled = true\nmin_age = "0s"\n')
+        code, _out, err = await run_cli("--config", str(cfg), "sync", env=creds(seaweedfs_s3))
+        assert code == 0, err
+        assert sorted(sim.deleted) == sorted(r.sid for r in recs)  # deleted after lock checks
+    async with seaweedfs_s3.client() as s3:
+        rec = recs[0]
+        day = rec.date_created.astimezone(UTC).strftime("%Y/%m/%d")
+        key = f"calls/{sim.account_sid}/{day}/{rec.sid}.wav"
+        retention = await s3.get_object_retention(Bucket=bucket, Key=key)
+        assert retention["Retention"]["Mode"] == "GOVERNANCE"
+        until = retention["Retention"]["RetainUntilDate"]
+        assert until >= datetime.now(UTC) + timedelta(days=1)
+        hold = await s3.get_object_legal_hold(Bucket=bucket, Key=key)
+        assert hold["LegalHold"]["Status"] == "ON"
