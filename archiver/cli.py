@@ -27,6 +27,7 @@ from archiver.daemon import Daemon, run_until_signalled
 from archiver.errors import ArchiverError, ConfigError, LedgerError
 from archiver.ledger import Ledger, iso
 from archiver.notify import Notifier
+from archiver.progress import Progress
 from archiver.restcomm import RestcommClient
 from archiver.server import Health, HealthServer
 from archiver.storage import open_storage
@@ -112,9 +113,11 @@ async def _with_stack(cfg: Config, stack: AsyncExitStack) -> Syncer:
 async def cmd_sync(cfg: Config) -> int:
     async with AsyncExitStack() as stack:
         syncer = await _with_stack(cfg, stack)
+        progress = Progress(syncer)
         result = await run_until_signalled(
             syncer.run_pass, cfg.daemon.drain_timeout.total_seconds()
         )
+        progress.finish(result)
     if result is None:
         return EXIT_FAILURES
     _print_pass(result)

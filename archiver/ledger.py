@@ -281,6 +281,16 @@ class Ledger:
         ) as cur:
             return [_row(r) for r in await cur.fetchall()]
 
+    async def count_due(self, now: float, max_attempts: int) -> int:
+        async with self.db.execute(
+            "SELECT COUNT(*) FROM recordings WHERE state IN ('discovered','archived') "
+            "OR (state='failed' AND permanent=0 AND attempts < ? "
+            "    AND (next_attempt_at IS NULL OR next_attempt_at <= ?))",
+            (max_attempts, now),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def mark_archived(
         self, sid: str, *, key: str, size: int, sha256: str, now: float
     ) -> None:

@@ -195,6 +195,7 @@ class Syncer:
         self.ledger = ledger
         self.clock = clock
         self.in_flight = 0
+        self.due_total = 0  # recordings this pass set out to transfer (for progress)
         self.journal = journal
         self._end_date: date | None = None
         self.on_progress: Callable[[PassResult, Row | None], None] | None = None
@@ -436,6 +437,7 @@ class Syncer:
         """Archive every row that is due now, ``concurrency`` at a time."""
         limit = asyncio.Semaphore(self.cfg.source.concurrency)
         done: set[str] = set()
+        self.due_total = await self.ledger.count_due(self.clock(), self.cfg.source.max_attempts)
 
         async def one(row: Row) -> None:
             try:
