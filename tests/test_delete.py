@@ -302,3 +302,56 @@ async def test_reconcile_finds_what_arrived_before_the_watermark(
     assert reconciled.scan.new == 2 and reconciled.verified == 2
     assert await h.watermark() == watermark  # a reconcile never moves the watermark
     assert all(archive_copy(cfg, r.sid) for r in old)
+
+
+async def test_daemon_reconciles_on_schedule(
+    sim: RestcommSimulator, config_for: Callable[..., Config]
+) -> None:
+    from archiver.daemon import Daemon
+    from archiver.restcomm import RestcommClient
+    from archiver.storage.local import LocalStorage
+    from archiver.sync import Syncer
+
+    sim.generate(30, start=NOW - timedelta(hours=3), spacing=timedelta(minutes=6))
+    cfg = config_for(sim, page_size=10, reconcile_interval="1h", reconcile_window="2d")
+    await Harness(cfg).pass_()
+    old = sim.generate(2, start=NOW - timedelta(hours=20))  # behind the watermark's lookback
+    clock = [NOW.timestamp()]
+    async with (
+        Ledger(cfg.ledger.path) as ledger,
+        RestcommClient(sim.base_url, sim.account_sid, sim.auth_token) as client,
+        LocalStorage(cfg.archive.path) as storage,
+    ):
+        await ledger.set_meta("last_reconcile_at", str(NOW.timestamp() - 600))
+        daemon = Daemon(
+            Syncer(cfg, client, storage, ledger, clock=lambda: clock[0]),
+            poll_interval=3600,
+            max_backoff=3600,
+        )
+        stopping = asyncio.Event()
+        await daemon.one_pass(stopping)
+        await daemon.maybe_reconcile(stopping)  # reconciled 10 minutes ago: not yet
+        assert not any(archive_copy(cfg, r.sid) for r in old)
+        clock[0] += 3600
+        await daemon.maybe_reconcile(stopping)
+        assert all(archive_copy(cfg, r.sid) for r in old)
+        assert float(await ledger.get_meta("last_reconcile_at") or 0) == clock[0]
+
+
+async def test_retry_command_makes_failed_recordings_due_again(
+    sim: RestcommSimulator, config_for: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = sim.generate(1, start=NOW - timedelta(hours=1))[0]
+    fault = sim.inject(path=r"\.wav", status=200, body=b"<html/>", times=None)
+    cfg = config_for(sim, max_attempts=1)
+    h = Harness(cfg)
+    await h.pass_()
+    assert (await h.ledger_rows())[rec.sid][0] == "failed"
+    fault.remove()
+    await h.pass_()
+    assert (await h.ledger_rows())[rec.sid][0] == "failed"  # permanent: not retried by itself
+    cli = _cli_config(cfg, sim)
+    assert await asyncio.to_thread(main, ["--config", str(cli), "retry", rec.sid]) == 0
+    assert "1 failed recording(s)" in capsys.readouterr().out
+    await h.pass_()
+    assert (await h.ledger_rows())[rec.sid][0] == "verified"
