@@ -166,6 +166,51 @@ def retry_delay(attempts: int) -> float:
     return float(min(DEFAULT_RETRY_BASE * 2 ** max(attempts - 1, 0), DEFAULT_RETRY_CAP))
 
 
+class _Runs:
+    """Finds runs of recordings sharing one ``date_created`` that straddle a page boundary.
+
+    Fed page by page; keeps O(1) state per straddling run, never the listing itself, so a
+    first pass over years of backlog does not grow memory with the number of recordings.
+    """
+
+    def __init__(self, size: int, since: datetime) -> None:
+        self.size = size
+        self.since = since
+        self.t: datetime | None = None
+        self.lo = 0  # position of the last recording before the current run
+        self.start = 0  # position where the current run started
+        self.last = -1  # position of the last recording seen
+        self.straddles = False
+        self.pending: list[tuple[datetime, int, int | None]] = []
+
+    def feed(self, page_no: int, items: list[Recording | InvalidItem]) -> None:
+        base = page_no * self.size
+        for i, item in enumerate(items):
+            if not isinstance(item, Recording):
+                continue
+            pos = base + i
+            if item.date_created != self.t:
+                self._close(pos)
+                self.t, self.lo, self.start, self.straddles = (
+                    item.date_created,
+                    max(self.last, 0),
+                    pos,
+                    False,
+                )
+            elif pos // self.size != self.start // self.size:
+                self.straddles = True
+            self.last = pos
+
+    def _close(self, hi: int | None) -> None:
+        if self.t is not None and self.straddles and self.t >= self.since:
+            self.pending.append((self.t, self.lo, hi))
+
+    def finish(self) -> list[tuple[datetime, int, int | None]]:
+        self._close(None)
+        self.t = None
+        return self.pending
+
+
 def _covering_page(lo: int, hi: int) -> tuple[int, int]:
     """(page, size) of one offset page whose range [page*size, page*size+size) holds [lo, hi]."""
     size = hi - lo + 1
@@ -224,11 +269,10 @@ class Syncer:
         size = self.cfg.source.page_size
         start = start_date_for(since, self.client.server_tz)
         for restart in range(DEFAULT_SCAN_RESTARTS + 1):
-            seen: dict[int, Recording | InvalidItem] = {}
+            runs = _Runs(size, since)
             first_total: int | None = None
             page_no = 0
             shrank = False
-            last_page: Page | None = None
             while True:
                 page = await self._page(page_no, size, start)
                 result.pages += 1
@@ -237,9 +281,7 @@ class Syncer:
                 elif page.total < first_total:
                     shrank = True
                 await self._record(page.items, result)
-                for i, item in enumerate(page.items):
-                    seen[page_no * size + i] = item
-                last_page = page
+                runs.feed(page_no, page.items)
                 if shrank or page.last:
                     break
                 if any(isinstance(x, Recording) and x.date_created < since for x in page.items):
@@ -251,9 +293,11 @@ class Syncer:
             if shrank:
                 result.complete = False
                 result.reason = "rows kept disappearing while paging"
-            assert last_page is not None
-            ended = last_page.last
-            await self._resolve_straddles(seen, size, since, start, ended, result)
+            for t, lo, hi in runs.finish():
+                if not await self._read_group(t, lo, hi, start, result):
+                    result.complete = False
+                    result.reason = f"could not read all recordings created at {t.isoformat()}"
+                    log.warning("scan.group_unresolved", date_created=t.isoformat())
             break
         return result
 
@@ -268,53 +312,28 @@ class Syncer:
                 created = min(item.date_created, cap)  # a clock ahead of ours cannot skip work
                 if result.newest is None or created > result.newest:
                     result.newest = created
-            elif invalid:
-                log.error("recording.invalid", sid=item.sid, reason=item.reason)
-            if isinstance(item, InvalidItem) and item.sid is None:
+            elif item.sid is None:
                 log.error("listing.item_unusable", reason=item.reason)
                 result.invalid += 1
-
-    async def _resolve_straddles(
-        self,
-        seen: dict[int, Recording | InvalidItem],
-        size: int,
-        since: datetime,
-        start: date | None,
-        ended: bool,
-        result: ScanResult,
-    ) -> None:
-        ts = {pos: x.date_created for pos, x in seen.items() if isinstance(x, Recording)}
-        if not ts:
-            return
-        end = max(seen) + 1
-        groups: set[datetime] = set()
-        for boundary in range(size, end, size):
-            a, b = ts.get(boundary - 1), ts.get(boundary)
-            if a is not None and a == b and a >= since:
-                groups.add(a)
-        for t in sorted(groups, reverse=True):
-            if not await self._read_group(t, ts, end, ended, start, result):
-                result.complete = False
-                result.reason = f"could not read all recordings created at {t.isoformat()}"
-                log.warning("scan.group_unresolved", date_created=t.isoformat())
+        if invalid:
+            for item in items:
+                if isinstance(item, InvalidItem) and item.sid is not None:
+                    log.error("recording.invalid", sid=item.sid, reason=item.reason)
 
     async def _read_group(
-        self,
-        t: datetime,
-        ts: dict[int, datetime],
-        end: int,
-        ended: bool,
-        start: date | None,
-        result: ScanResult,
+        self, t: datetime, lo: int, hi: int | None, start: date | None, result: ScanResult
     ) -> bool:
-        members = [p for p, v in ts.items() if v == t]
-        before = [p for p, v in ts.items() if v > t and p < min(members)]
-        after = [p for p, v in ts.items() if v < t and p > max(members)]
-        lo = max(before) if before else 0
-        hi = min(after) if after else end - 1
+        """Read every recording created at ``t`` with one page covering positions lo..hi.
+
+        ``lo`` holds the last recording newer than ``t`` (or is 0), ``hi`` the first one older
+        (None: the group ran to the end of the list). The page must show a newer recording
+        before the group and an older one after it (or the list's ends), or it is tried again
+        wider: rows inserted meanwhile shift positions.
+        """
+        top = hi if hi is not None else lo + 1
         for attempt in range(DEFAULT_GROUP_TRIES):
-            margin = 0 if attempt == 0 else (hi - lo + 1) * attempt
-            page_no, size = _covering_page(max(lo - margin, 0), hi + margin)
+            margin = 0 if attempt == 0 else (top - lo + 1) * attempt
+            page_no, size = _covering_page(max(lo - margin, 0), top + margin)
             page = await self._page(page_no, size, start)
             result.pages += 1
             await self._record(page.items, result)
@@ -323,7 +342,7 @@ class Syncer:
             if not idx:
                 continue
             head_ok = page_no == 0 or any(s > t for s in stamps[: idx[0]])
-            tail_ok = (page.last and not after) or any(s < t for s in stamps[idx[-1] :])
+            tail_ok = (page.last and hi is None) or any(s < t for s in stamps[idx[-1] :])
             if head_ok and tail_ok:
                 log.debug("scan.group_read", date_created=t.isoformat(), members=len(idx))
                 return True
