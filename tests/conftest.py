@@ -103,3 +103,15 @@ class Harness:
     async def watermark(self) -> datetime | None:
         async with Ledger(self.cfg.ledger.path) as ledger:
             return await ledger.watermark()
+
+
+def cli_config(cfg: Config, sim: RestcommSimulator) -> Path:
+    """A TOML file for the CLI with the same source, archive and ledger as ``cfg``."""
+    p = Path(cfg.ledger.path).parent / "cli.toml"
+    p.write_text(
+        f'[source]\nbase_url = "{sim.base_url}"\naccount_sid = "{sim.account_sid}"\n'
+        f'auth_token = "{sim.auth_token}"\nstart_time = "{cfg.source.start_time.isoformat()}"\n'
+        f'[archive]\npath = "{cfg.archive.path}"\n[ledger]\npath = "{cfg.ledger.path}"\n'
+        '[server]\nlisten = ""\n'
+    )
+    return p

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from archiver.cli import main
 from archiver.config import Config
@@ -39,16 +40,19 @@ def write_config(tmp_path: Path, sim: RestcommSimulator | None, **source: object
     return path
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "archiver",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+async def start_cli(
+    *args: str, env: dict[str, str] | None = None, **kw: Any
+) -> asyncio.subprocess.Process:
+    """``python -m archiver ARGS`` as a child process with stdout/stderr piped."""
+    kw.setdefault("stdout", asyncio.subprocess.PIPE)
+    kw.setdefault("stderr", asyncio.subprocess.PIPE)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "archiver", *args, env={**os.environ, **(env or {})}, **kw
     )
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await start_cli(*args, env=env)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -124,18 +128,7 @@ async def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         sim.generate(30, start=NOW - timedelta(hours=1), size=200_000)
         sim.inject(path=r"\.wav", delay=0.2, times=None)  # slow media: transfers are in flight
         cfg = write_config(tmp_path, sim, concurrency=2)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "archiver",
-            "--config",
-            str(cfg),
-            "--log-format",
-            "json",
-            "run",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await start_cli("--config", str(cfg), "--log-format", "json", "run")
         for _ in range(200):
             await asyncio.sleep(0.05)
             if sum(r.path.endswith(".wav") for r in sim.requests) >= 4:
@@ -170,16 +163,11 @@ async def test_run_speaks_the_systemd_notify_protocol(tmp_path: Path) -> None:
         async with RestcommSimulator(auth_token=TOKEN) as sim:
             sim.generate(5, start=NOW - timedelta(hours=1))
             cfg = write_config(tmp_path, sim)
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "archiver",
+            proc = await start_cli(
                 "--config",
                 str(cfg),
                 "run",
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"},
+                env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"},
             )
 
             async def collect_until(predicate: Callable[[], bool]) -> None:

@@ -20,7 +20,7 @@ from archiver.cli import main
 from archiver.config import Config, journal_path
 from archiver.ledger import Ledger
 from archiver.simulator import RestcommSimulator, SimRecording
-from tests.conftest import NOW, Harness, make_config
+from tests.conftest import NOW, Harness, cli_config, make_config
 
 DAY = 86400.0
 
@@ -257,23 +257,13 @@ async def test_daily_manifests_are_written_into_the_archive(
     )
 
 
-def _cli_config(cfg: Config, sim: RestcommSimulator) -> Path:
-    p = Path(cfg.ledger.path).parent / "cli.toml"
-    p.write_text(
-        f'[source]\nbase_url = "{sim.base_url}"\naccount_sid = "{sim.account_sid}"\n'
-        f'auth_token = "{sim.auth_token}"\nstart_time = "{cfg.source.start_time.isoformat()}"\n'
-        f'[archive]\npath = "{cfg.archive.path}"\n[ledger]\npath = "{cfg.ledger.path}"\n'
-    )
-    return p
-
-
 async def test_verify_lists_removed_and_corrupted_copies(
     sim: RestcommSimulator, config_for: Callable[..., Config], capsys: pytest.CaptureFixture[str]
 ) -> None:
     a, b, _c = sim.generate(3, start=NOW - timedelta(hours=1))
     cfg = config_for(sim)
     await Harness(cfg).pass_()
-    cli = _cli_config(cfg, sim)
+    cli = cli_config(cfg, sim)
     assert await asyncio.to_thread(main, ["--config", str(cli), "verify"]) == 0
     archive_copy(cfg, a.sid).unlink()  # type: ignore[union-attr]
     corrupt = archive_copy(cfg, b.sid)
@@ -350,7 +340,7 @@ async def test_retry_command_makes_failed_recordings_due_again(
     fault.remove()
     await h.pass_()
     assert (await h.ledger_rows())[rec.sid][0] == "failed"  # permanent: not retried by itself
-    cli = _cli_config(cfg, sim)
+    cli = cli_config(cfg, sim)
     assert await asyncio.to_thread(main, ["--config", str(cli), "retry", rec.sid]) == 0
     assert "1 failed recording(s)" in capsys.readouterr().out
     await h.pass_()

@@ -8,7 +8,6 @@ import json
 import random
 import resource
 import signal
-import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -27,8 +26,8 @@ from archiver.restcomm import RateLimiter, RestcommClient
 from archiver.simulator import RestcommSimulator, SimRecording
 from archiver.storage.local import LocalStorage
 from archiver.sync import Syncer
-from tests.conftest import NOW, Harness
-from tests.test_cli import TOKEN, run_cli, write_config
+from tests.conftest import NOW, Harness, cli_config
+from tests.test_cli import TOKEN, run_cli, start_cli, write_config
 
 
 def test_retry_after_is_honoured_and_backoff_is_bounded() -> None:
@@ -119,18 +118,8 @@ async def test_failed_recordings_back_off_then_stay_failed(
     clock[0] += 30 * 86400
     await h.pass_()
     assert sum(r.path.endswith(".wav") for r in sim.requests) == calls  # stays failed
-    code, out, _ = await run_cli("--config", str(_cli(cfg, sim)), "status")
+    code, out, _ = await run_cli("--config", str(cli_config(cfg, sim)), "status")
     assert code == 1 and rec.sid in out and "permanent" in out
-
-
-def _cli(cfg: Config, sim: RestcommSimulator) -> Path:
-    p = Path(cfg.ledger.path).parent / "cli.toml"
-    p.write_text(
-        f'[source]\nbase_url = "{sim.base_url}"\naccount_sid = "{sim.account_sid}"\n'
-        f'auth_token = "{sim.auth_token}"\n[archive]\npath = "{cfg.archive.path}"\n'
-        f'[ledger]\npath = "{cfg.ledger.path}"\n'
-    )
-    return p
 
 
 async def test_media_404_is_retried_within_grace_without_counting(
@@ -203,17 +192,7 @@ async def test_full_disk_stops_the_pass_cleanly(tmp_path: Path) -> None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "archiver",
-            "--config",
-            str(cfg),
-            "sync",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=limit_file_size,
-        )
+        proc = await start_cli("--config", str(cfg), "sync", preexec_fn=limit_file_size)
         _out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 3, err.decode()
     assert "StorageDenied" in err.decode() and "disk full" in err.decode()
@@ -259,16 +238,7 @@ async def test_sigkill_at_random_moments_converges_to_one_correct_copy(tmp_path:
         sim.on_delete = on_delete
         logs = bytearray()
         for round_ in range(10):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "archiver",
-                "--config",
-                str(cfg),
-                "run",
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
+            proc = await start_cli("--config", str(cfg), "run", stdout=asyncio.subprocess.DEVNULL)
             await asyncio.sleep(rng.uniform(0.6, 1.6))
             proc.kill()  # SIGKILL: no cleanup of any kind
             _out, err = await proc.communicate()
