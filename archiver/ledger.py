@@ -270,24 +270,49 @@ class Ledger:
             r = await cur.fetchone()
         return None if r is None else _row(r)
 
-    async def due(self, now: float, max_attempts: int, limit: int = 1000) -> list[Row]:
-        """Rows with work to do: new, archived-not-verified, and retryable failures now due."""
-        async with self.db.execute(
-            f"SELECT {_ROW_COLUMNS} FROM recordings WHERE state IN ('discovered','archived') "
-            "OR (state='failed' AND permanent=0 AND attempts < ? "
-            "    AND (next_attempt_at IS NULL OR next_attempt_at <= ?)) "
-            "ORDER BY created_epoch LIMIT ?",
-            (max_attempts, now, limit),
-        ) as cur:
+    # The two kinds of due work are separate queries so each uses the state index: on a ledger
+    # of millions of verified rows, finding the few due ones must not scan them all.
+    _DUE_NEW = "state IN ('discovered','archived')"
+    _DUE_RETRY = (
+        "state='failed' AND permanent=0 AND attempts < :max_attempts "
+        "AND (next_attempt_at IS NULL OR next_attempt_at <= :now)"
+    )
+
+    async def due(
+        self,
+        now: float,
+        max_attempts: int,
+        limit: int = 1000,
+        after: tuple[float, str] | None = None,
+    ) -> list[Row]:
+        """Rows with work to do: new, archived-not-verified, and retryable failures now due.
+
+        Ordered by (created_epoch, sid); ``after`` continues from the last row of a batch.
+        """
+        epoch, sid = after if after is not None else (float("-inf"), "")
+        cursor = "(created_epoch > :epoch OR (created_epoch = :epoch AND sid > :sid))"
+        query = (
+            f"SELECT * FROM (SELECT {_ROW_COLUMNS}, created_epoch FROM recordings "
+            f"WHERE {self._DUE_NEW} AND {cursor} "
+            f"UNION ALL SELECT {_ROW_COLUMNS}, created_epoch FROM recordings "
+            f"WHERE {self._DUE_RETRY} AND {cursor}) ORDER BY created_epoch, sid LIMIT :limit"
+        )
+        params = {
+            "max_attempts": max_attempts,
+            "now": now,
+            "epoch": epoch,
+            "sid": sid,
+            "limit": limit,
+        }
+        async with self.db.execute(query, params) as cur:
             return [_row(r) for r in await cur.fetchall()]
 
     async def count_due(self, now: float, max_attempts: int) -> int:
-        async with self.db.execute(
-            "SELECT COUNT(*) FROM recordings WHERE state IN ('discovered','archived') "
-            "OR (state='failed' AND permanent=0 AND attempts < ? "
-            "    AND (next_attempt_at IS NULL OR next_attempt_at <= ?))",
-            (max_attempts, now),
-        ) as cur:
+        query = (
+            f"SELECT (SELECT COUNT(*) FROM recordings WHERE {self._DUE_NEW}) + "
+            f"(SELECT COUNT(*) FROM recordings WHERE {self._DUE_RETRY})"
+        )
+        async with self.db.execute(query, {"max_attempts": max_attempts, "now": now}) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 

@@ -455,8 +455,8 @@ class Syncer:
     async def transfer_due(self, result: PassResult, stopping: asyncio.Event) -> None:
         """Archive every row that is due now, ``concurrency`` at a time."""
         limit = asyncio.Semaphore(self.cfg.source.concurrency)
-        done: set[str] = set()
         self.due_total = await self.ledger.count_due(self.clock(), self.cfg.source.max_attempts)
+        after: tuple[float, str] | None = None  # a cursor, so memory does not grow with work
 
         async def one(row: Row) -> None:
             try:
@@ -467,19 +467,14 @@ class Syncer:
 
         async with asyncio.TaskGroup() as tg:
             while not stopping.is_set():
-                rows = [
-                    r
-                    for r in await self.ledger.due(
-                        self.clock(), self.cfg.source.max_attempts, DEFAULT_DUE_BATCH + len(done)
-                    )
-                    if r.sid not in done
-                ]
+                rows = await self.ledger.due(
+                    self.clock(), self.cfg.source.max_attempts, DEFAULT_DUE_BATCH, after
+                )
                 if not rows:
                     break
                 for row in rows:
-                    done.add(row.sid)
-                    if row.account_sid is None or row.date_created is None:
-                        continue  # invalid items are failed at listing time
+                    assert row.date_created is not None  # due rows are never invalid items
+                    after = (row.date_created.timestamp(), row.sid)
                     await limit.acquire()
                     if stopping.is_set():
                         limit.release()
