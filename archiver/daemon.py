@@ -53,11 +53,13 @@ class Daemon:
         )
 
     async def one_pass(self, stopping: asyncio.Event) -> float:
-        """Run one pass, never raising an ArchiverError; returns the delay before the next."""
+        """Run one pass, never raising (but for cancellation); returns the delay to the next."""
         started = time.monotonic()
         try:
             result = await self.syncer.run_pass(stopping)
-        except ArchiverError as exc:
+        except Exception as exc:  # the loop must outlive any failed pass, even a bug in one
+            if not isinstance(exc, ArchiverError):
+                log.exception("pass.crashed", error_type=type(exc).__name__)
             self.consecutive_failures += 1
             delay = self.backoff()
             metrics.PASSES.labels("error").inc()

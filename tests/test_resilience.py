@@ -267,3 +267,39 @@ async def test_sigkill_at_random_moments_converges_to_one_correct_copy(tmp_path:
     code, out, _ = await run_cli("--config", str(cfg), "audit", "verify")
     assert code == 0, out
     assert TOKEN.encode() not in logs
+
+
+async def test_daemon_outlives_an_unexpected_error_in_a_pass(
+    sim: RestcommSimulator, config_for: Callable[..., Config]
+) -> None:
+    sim.generate(2, start=NOW - timedelta(hours=1))
+    cfg = config_for(sim)
+
+    class Flaky(Syncer):
+        calls = 0
+
+        async def run_pass(self, *args: object, **kw: object) -> object:  # type: ignore[override]
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise KeyError("a bug, not an ArchiverError")
+            return await super().run_pass(*args, **kw)  # type: ignore[arg-type]
+
+    async with (
+        Ledger(cfg.ledger.path) as ledger,
+        RestcommClient(sim.base_url, sim.account_sid, sim.auth_token) as client,
+        LocalStorage(cfg.archive.path) as storage,
+    ):
+        daemon = Daemon(
+            Flaky(cfg, client, storage, ledger, clock=lambda: NOW.timestamp()),
+            poll_interval=0.01,
+            max_backoff=0.01,
+        )
+        stopping = asyncio.Event()
+        with capture_logs() as logs:
+            task = asyncio.ensure_future(daemon.run(stopping))
+            while daemon.passes < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            stopping.set()
+            await task
+    assert [e["event"] for e in logs].count("pass.crashed") == 1
+    assert "daemon.recovered" in [e["event"] for e in logs]
