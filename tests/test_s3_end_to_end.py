@@ -146,3 +146,33 @@ async def test_locked_archive_with_verified_deletion_on_seaweedfs(
         assert until >= datetime.now(UTC) + timedelta(days=1)
         hold = await s3.get_object_legal_hold(Bucket=bucket, Key=key)
         assert hold["LegalHold"]["Status"] == "ON"
+
+
+async def test_bad_media_never_reaches_s3(tmp_path: Path, moto_s3: S3Server) -> None:
+    bucket = await moto_s3.create_bucket()
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        good = sim.generate(2, start=NOW - timedelta(hours=1), size=20_000)
+        cut_big = sim.generate(1, start=NOW - timedelta(minutes=20), size=11 * MiB)[0]
+        html = sim.generate(1, start=NOW - timedelta(minutes=10), size=20_000)[0]
+        sim.inject(path=rf"{cut_big.sid}\.wav", truncate_after=7 * MiB, times=None)
+        sim.inject(
+            path=rf"{html.sid}\.wav",
+            status=200,
+            body=b"<html>503</html>",
+            times=None,
+            content_type="text/html",
+        )
+        spool = tmp_path / "spool"
+        spool.mkdir()
+        cfg = s3_cli_config(tmp_path, sim, moto_s3, bucket, spool_dir=str(spool))
+        code, out, err = await run_cli("--config", str(cfg), "sync", env=creds(moto_s3))
+    assert code == 1, err
+    assert f"failed {cut_big.sid}" in out and f"failed {html.sid}" in out
+    assert "not a recording" in out
+    async with moto_s3.client() as s3:
+        keys = {o["Key"] for o in (await s3.list_objects_v2(Bucket=bucket)).get("Contents", [])}
+        uploads = await s3.list_multipart_uploads(Bucket=bucket)
+    assert not any(cut_big.sid in k or html.sid in k for k in keys)
+    assert all(any(r.sid in k for k in keys) for r in good)
+    assert not uploads.get("Uploads")
+    assert not list(spool.iterdir())
