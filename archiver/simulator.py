@@ -1080,14 +1080,23 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     sim = RestcommSimulator(
         args.account_sid, args.auth_token, seed=args.seed, media_mode=args.media_mode
     )
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=7 * args.recordings)
-    sim.generate(args.recordings, start=start, size=args.size)
-    base_url = await sim.start("127.0.0.1", args.port)
+    spacing = timedelta(seconds=args.spacing)
+    groups = math.ceil(args.recordings / max(args.same_second_every, 1))
+    start = datetime.now(UTC).replace(microsecond=0) - spacing * groups
+    sim.generate(
+        args.recordings,
+        start=start,
+        spacing=spacing,
+        size=args.size,
+        same_second_every=args.same_second_every,
+    )
+    base_url = await sim.start(args.host, args.port)
     print(f"base_url:     {base_url}", flush=True)
     print(f"account_sid:  {sim.account_sid}", flush=True)
     print(f"auth_token:   {sim.auth_token}", flush=True)
     print(f"recordings:   {len(sim.recordings)}", flush=True)
     print(f"storage:      {sim.storage_origin}", flush=True)
+    print(f"oldest:       {start.isoformat()}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -1096,9 +1105,16 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Restcomm Recordings API simulator")
-    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
     parser.add_argument("--recordings", type=int, default=300)
     parser.add_argument("--size", type=int, default=16_044, help="body bytes per recording")
+    parser.add_argument(
+        "--spacing", type=float, default=7.0, help="seconds between recordings' date_created"
+    )
+    parser.add_argument(
+        "--same-second-every", type=int, default=1, help="recordings sharing one date_created"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default="sim-token")

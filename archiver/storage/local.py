@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
@@ -28,9 +29,15 @@ from archiver.errors import (
 from archiver.storage.base import StoredObject, check_key, compare
 
 log = structlog.get_logger("archiver.storage.local")
+T = TypeVar("T")
 
 TMP_DIR = ".archiver-tmp"
 DEFAULT_READ_CHUNK = 1024 * 1024
+DEFAULT_BUFFER = 1024 * 1024  # shorter bodies: one thread hop; longer: written in batches of this
+# temp names: pid first (the sweep reads it), then a per-process token and a counter, which
+# spares an os.urandom call per put
+_TMP_TOKEN = secrets.token_hex(4)
+_tmp_serial = itertools.count()
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -60,6 +67,23 @@ def _hash_file(path: Path) -> tuple[int, str]:
             h.update(chunk)
             size += len(chunk)
     return size, h.hexdigest()
+
+
+def _write(fh: BinaryIO, h: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        fh.write(chunk)
+        h.update(chunk)
+
+
+async def _settled(job: asyncio.Future[T]) -> T:
+    """Await a thread's work; if cancelled meanwhile, let it finish first (a thread cannot be
+    stopped, and its file handle and temp file must not be closed or removed under it)."""
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await job
+        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -120,39 +144,91 @@ class LocalStorage:
         replace: bool = False,
     ) -> StoredObject:
         final = self._final(key)
-        tmp = self.tmp / f"{os.getpid()}-{secrets.token_hex(8)}.part"
+        tmp = self.tmp / f"{os.getpid()}-{_TMP_TOKEN}{next(_tmp_serial)}.part"
+        chunks: list[bytes] = []  # not yet written
+        buffered = 0
         h = hashlib.sha256()
         size = 0
         fh: BinaryIO | None = None
+        writing: asyncio.Future[None] | None = None  # the batch being written by a thread
+        handed_off = False  # once the finishing thread runs, it owns fh and tmp
         try:
             try:
-                # opened here, not in a thread: a cancellation during a threaded open would leak
-                # the handle, and creating an empty file does not block in any way that matters
-                fh = open(tmp, "xb")  # noqa: ASYNC230, SIM115
                 async for chunk in body:
-                    # a write lands in the page cache and takes microseconds: a thread hop
-                    # per chunk cost more than it saved; the fsync below is what blocks
-                    fh.write(chunk)
-                    h.update(chunk)
-                    size += len(chunk)
-                stored = StoredObject(key, size, h.hexdigest())
-                return await asyncio.to_thread(self._finish, fh, tmp, final, stored, replace)
+                    chunks.append(chunk)
+                    buffered += len(chunk)
+                    if buffered < DEFAULT_BUFFER:
+                        continue
+                    if fh is None:
+                        # a long recording: stream it through a temp file. Opened here, not in
+                        # a thread: a cancellation during a threaded open would leak the handle.
+                        fh = open(tmp, "xb")  # noqa: ASYNC230, SIM115
+                    if writing is not None:
+                        await _settled(writing)  # one batch in flight: memory stays bounded
+                    # write and hash in a thread while the next batch downloads: the event
+                    # loop, which also receives and hashes the download, is the bottleneck
+                    writing = asyncio.ensure_future(asyncio.to_thread(_write, fh, h, chunks))
+                    size += buffered
+                    chunks, buffered = [], 0
+                if writing is not None:
+                    await _settled(writing)
+                if fh is None:
+                    # short: create, write, hash, fsync and commit in one thread hop; the
+                    # event loop never waits on the file system (a create can block behind
+                    # another thread's fsync on the same journal)
+                    handed_off = True
+                    job = asyncio.ensure_future(
+                        asyncio.to_thread(self._write_whole, chunks, tmp, final, key, replace)
+                    )
+                else:
+                    _write(fh, h, chunks)  # the tail: less than one batch
+                    stored = StoredObject(key, size + buffered, h.hexdigest())
+                    handed_off = True
+                    job = asyncio.ensure_future(
+                        asyncio.to_thread(self._finish, fh, tmp, final, stored, replace)
+                    )
+                return await _settled(job)
             except OSError as exc:
                 raise _translate(exc, f"writing {final}") from exc
         finally:
-            if fh is not None:
-                with contextlib.suppress(OSError):
-                    fh.close()
+            if not handed_off:
+                if writing is not None and not writing.done():
+                    with contextlib.suppress(Exception):  # the body failed mid-batch
+                        await _settled(writing)
+                if fh is not None:
+                    with contextlib.suppress(OSError):
+                        fh.close()
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+    def _write_whole(
+        self, chunks: list[bytes], tmp: Path, final: Path, key: str, replace: bool
+    ) -> StoredObject:
+        data = b"".join(chunks)
+        stored = StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
+        try:
+            with open(tmp, "xb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return self._commit(tmp, final, stored, replace)
+        finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
     def _finish(
         self, fh: BinaryIO, tmp: Path, final: Path, stored: StoredObject, replace: bool
     ) -> StoredObject:
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        return self._commit(tmp, final, stored, replace)
+        try:
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fh.close()
+            return self._commit(tmp, final, stored, replace)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     def _commit(self, tmp: Path, final: Path, stored: StoredObject, replace: bool) -> StoredObject:
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,805 @@
+"""Benchmark archiver against the transfer limit and the alternatives: ``bench/run [--quick]``.
+
+Every contender runs as its own process on the same data in the same run, alternating, against
+one Restcomm simulator process and one moto S3 server process (both on free 127.0.0.1 ports,
+stopped by PID). CPU seconds and peak RSS come from ``wait4`` on the contender's process (its
+children included); the servers' CPU is read from ``/proc`` around each run.
+
+Contenders: ``archiver --config X sync`` (the real CLI); the transfer limit (``bench.bare``:
+aiohttp straight to files, no hashing, no ledger, no fsync); ``curl`` in parallel through
+``xargs -P``; the naive script (``bench.naive``: a sequential loop); ``rclone copy`` for S3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+ARCHIVER = str(Path(PY).parent / "archiver")
+MB = 1e6
+KB = 1024
+MOTO_KEY, MOTO_SECRET, REGION = "bench-key", "bench-secret", "us-east-1"
+ACCOUNT = "ACae6e420f425248d6a26948c17a9e2acf"
+TOKEN = "bench-token"
+START_TIMEOUT = 30.0
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Run:
+    """One contender's run: what it moved and what it cost."""
+
+    scenario: str
+    contender: str
+    files: int
+    nbytes: int
+    wall: float
+    cpu: float
+    rss_kb: int
+    server_cpu: float = 0.0
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.files / self.wall if self.wall else 0.0
+
+    @property
+    def mbps(self) -> float:
+        return self.nbytes / MB / self.wall if self.wall else 0.0
+
+
+@dataclass
+class Proc:
+    wall: float
+    cpu: float
+    rss_kb: int
+    returncode: int
+    output: str
+
+
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def measure(argv: list[str], *, env: dict[str, str] | None = None, log: Path) -> Proc:
+    """Run ``argv`` to completion; wall time, CPU (user+sys) and peak RSS of it and its children."""
+    with log.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return Proc(
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss,
+        proc.returncode,
+        log.read_text(errors="replace"),
+    )
+
+
+def proc_cpu(pid: int) -> float:
+    """User+system CPU seconds of a running process (from /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ARCHIVER_"))}
+    env.update(NO_PROXY="127.0.0.1,localhost", AWS_EC2_METADATA_DISABLED="true", **extra)
+    return env
+
+
+def files_in(path: Path) -> tuple[int, int]:
+    """(files, bytes) of audio under ``path`` (sidecars, temp and ledger files left out)."""
+    n = size = 0
+    for p in path.rglob("*"):
+        if p.is_file() and p.suffix not in (".json", ".part", ".sqlite3", ".jsonl"):
+            n += 1
+            size += p.stat().st_size
+    return n, size
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the one process we started, by its PID."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Simulator:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    oldest: datetime
+    sids: list[tuple[str, str]] = field(default_factory=list)  # (sid, ext)
+
+    @property
+    def root(self) -> str:
+        return f"{self.base_url}/2012-04-24/Accounts/{ACCOUNT}"
+
+    def media_url(self, sid: str, ext: str) -> str:
+        return f"{self.root}/Recordings/{sid}.{ext}"
+
+
+@contextlib.contextmanager
+def simulator(n: int, size: int, work: Path) -> Iterator[Simulator]:
+    """``python -m archiver.simulator`` in its own process, with ``n`` recordings of ``size``."""
+    argv = [PY, "-m", "archiver.simulator", "--host", "127.0.0.1", "--port", str(free_port())]
+    argv += ["--recordings", str(n), "--size", str(size), "--spacing", "1"]
+    argv += ["--account-sid", ACCOUNT, "--auth-token", TOKEN]
+    log = work / f"simulator-{n}x{size}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=clean_env(), preexec_fn=_die_with_parent
+        )
+    try:
+        info = _wait_for_lines(proc, log, ("base_url", "oldest"))
+        sim = Simulator(proc, info["base_url"], datetime.fromisoformat(info["oldest"]))
+        sim.sids = list_sids(sim)
+        assert len(sim.sids) == n, f"the simulator lists {len(sim.sids)} of {n} recordings"
+        yield sim
+    finally:
+        stop(proc)
+
+
+def _wait_for_lines(
+    proc: subprocess.Popen[bytes], log: Path, keys: tuple[str, ...]
+) -> dict[str, str]:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        info = {}
+        for line in log.read_text(errors="replace").splitlines():
+            k, sep, v = line.partition(":")
+            if sep:
+                info[k.strip()] = v.strip()
+        if all(k in info for k in keys):
+            return info
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited {proc.returncode}: {log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.args} did not start: {log.read_text()[-2000:]}")
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def list_sids(sim: Simulator) -> list[tuple[str, str]]:
+    auth = base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
+    out: list[tuple[str, str]] = []
+    page = 0
+    while True:
+        req = urllib.request.Request(
+            f"{sim.root}/Recordings.json?Page={page}&PageSize=1000",
+            headers={"Authorization": f"Basic {auth}"},
+        )
+        with _opener().open(req, timeout=60) as resp:
+            body = json.load(resp)
+        for r in body["recordings"]:
+            ext = "mp4" if str(r.get("file_uri", "")).endswith(".mp4") else "wav"
+            out.append((r["sid"], ext))
+        if len(body["recordings"]) < 1000:
+            return out
+        page += 1
+
+
+@dataclass
+class Moto:
+    proc: subprocess.Popen[bytes]
+    endpoint: str
+
+    def reset(self, bucket: str) -> None:
+        """Forget every object (moto keeps them in memory), then create ``bucket``."""
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        _opener().open(req, timeout=30).close()
+        self.client().create_bucket(Bucket=bucket)
+
+    def client(self) -> Any:
+        import botocore.session
+
+        return botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=MOTO_KEY,
+            aws_secret_access_key=MOTO_SECRET,
+        )
+
+    def count(self, bucket: str, prefix: str) -> tuple[int, int]:
+        n = size = 0
+        for page in (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        ):
+            for obj in page.get("Contents", []):
+                if not obj["Key"].endswith(".json"):
+                    n += 1
+                    size += obj["Size"]
+        return n, size
+
+
+@contextlib.contextmanager
+def moto_server(work: Path) -> Iterator[Moto]:
+    """moto's S3 server in its own process, like tests/s3_servers.py starts it."""
+    port = free_port()
+    log = work / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_env(AWS_ACCESS_KEY_ID=MOTO_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET),
+            preexec_fn=_die_with_parent,
+        )
+    moto = Moto(proc, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                _opener().open(moto.endpoint, timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.1)
+        yield moto
+    finally:
+        stop(proc)
+
+
+# --------------------------------------------------------------------------- contenders
+
+
+def archiver_config(
+    work: Path, sim: Simulator, concurrency: int, archive: dict[str, Any], name: str
+) -> Path:
+    settings: dict[str, dict[str, Any]] = {
+        "source": {
+            "base_url": sim.base_url,
+            "account_sid": ACCOUNT,
+            "auth_token": TOKEN,
+            "start_time": (sim.oldest - timedelta(days=1)).isoformat(),
+            "page_size": 1000,
+            "concurrency": concurrency,
+        },
+        "archive": archive,
+        "ledger": {"path": str(work / f"{name}.sqlite3")},
+        "server": {"listen": ""},
+        "log": {"format": "json"},
+    }
+    lines = []
+    for section, values in settings.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path = work / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Bench:
+    def __init__(self, work: Path, concurrency: int, rounds: int) -> None:
+        self.work = work
+        self.c = concurrency
+        self.rounds = rounds
+        self.runs: list[Run] = []
+        self.extra: list[tuple[str, str, str]] = []  # (scenario, what, value) for scenario 5
+        self.notes: list[str] = []
+
+    def _server_cpu(self, pids: list[int]) -> float:
+        return sum(proc_cpu(p) for p in pids)
+
+    def record(
+        self,
+        scenario: str,
+        contender: str,
+        argv: list[str],
+        out: Path,
+        *,
+        env: dict[str, str] | None = None,
+        servers: list[int],
+        count: Callable[[], tuple[int, int]] | None = None,
+        expect: int,
+    ) -> Run | None:
+        os.sync()  # the previous run's dirty pages are not this run's cost
+        before = self._server_cpu(servers)
+        log = self.work / f"{scenario[:2].strip()}-{contender.split()[0]}-{len(self.runs)}.log"
+        p = measure(argv, env=env or clean_env(), log=log)
+        server_cpu = self._server_cpu(servers) - before
+        files, nbytes = count() if count else files_in(out)
+        if p.returncode != 0 or files != expect:
+            self.notes.append(
+                f"{scenario} / {contender}: exit {p.returncode}, {files} of {expect} files "
+                f"(log: {p.output[-300:].strip()!r})"
+            )
+            return None
+        run = Run(scenario, contender, files, nbytes, p.wall, p.cpu, p.rss_kb, server_cpu)
+        self.runs.append(run)
+        print(
+            f"  {contender:<28} {run.rate:8.1f} rec/s {run.mbps:8.1f} MB/s "
+            f"cpu {run.cpu:6.2f}s rss {run.rss_kb / 1024:6.1f} MB  server cpu {server_cpu:5.2f}s",
+            flush=True,
+        )
+        return run
+
+    # -- contenders on one simulator -------------------------------------------------------
+
+    def local_contenders(
+        self, scenario: str, sim: Simulator, *, naive: bool
+    ) -> dict[str, Callable[[Path], tuple[list[str], Path]]]:
+        urls = self.work / "urls.txt"
+        urls.write_text("\n".join(sim.media_url(s, e) for s, e in sim.sids) + "\n")
+
+        def archiver(out: Path) -> tuple[list[str], Path]:
+            cfg = archiver_config(
+                self.work, sim, self.c, {"backend": "local", "path": str(out)}, out.name
+            )
+            return [ARCHIVER, "--config", str(cfg), "sync"], out
+
+        def bare(out: Path) -> tuple[list[str], Path]:
+            argv = [PY, "-m", "bench.bare", "--urls", str(urls), "--out", str(out)]
+            return [*argv, "--concurrency", str(self.c)], out
+
+        def curl(out: Path) -> tuple[list[str], Path]:
+            out.mkdir(parents=True)
+            # a batch of URLs per curl process (one connection each, kept alive), so that
+            # process start-up does not dominate; xargs runs `concurrency` of them at a time
+            per = max(1, -(-len(sim.sids) // (self.c * 4)))
+            args = self.work / "curl-args.txt"
+            args.write_text(
+                "".join(
+                    f"-o\n{out / f'{i}.bin'}\n{sim.media_url(s, e)}\n"
+                    for i, (s, e) in enumerate(sim.sids)
+                )
+            )
+            return [
+                "xargs",
+                "-a",
+                str(args),
+                "-d",
+                "\\n",
+                "-P",
+                str(self.c),
+                "-n",
+                str(3 * per),
+                "curl",
+                "-sS",
+                "--fail",
+                "--noproxy",
+                "*",
+            ], out
+
+        def naive_(out: Path) -> tuple[list[str], Path]:
+            return [
+                PY,
+                "-m",
+                "bench.naive",
+                "--base-url",
+                sim.base_url,
+                "--account-sid",
+                ACCOUNT,
+                "--auth-token",
+                TOKEN,
+                "--out",
+                str(out),
+            ], out
+
+        contenders = {"archiver sync": archiver, "bare aiohttp (limit)": bare}
+        if shutil.which("curl"):
+            contenders[f"curl, xargs -P {self.c}"] = curl
+        else:
+            self.notes.append("curl not installed: its rows are missing")
+        if naive:
+            contenders["naive sequential script"] = naive_
+        return contenders
+
+    def run_local(self, scenario: str, n: int, size: int, *, naive: bool) -> None:
+        print(f"{scenario}: {n} x {size / KB:.0f} KiB", flush=True)
+        with simulator(n, size, self.work) as sim:
+            contenders = self.local_contenders(scenario, sim, naive=naive)
+            names = list(contenders)
+            for r in range(self.rounds):
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for name in order:
+                    out = self.work / f"out-{len(self.runs)}-{r}"
+                    argv, path = contenders[name](out)
+                    self.record(scenario, name, argv, path, servers=[sim.proc.pid], expect=n)
+                    shutil.rmtree(out, ignore_errors=True)
+                    for f in self.work.glob(f"{out.name}.*"):
+                        f.unlink()
+
+    def run_s3(self, scenario: str, n: int, size: int, moto: Moto) -> None:
+        print(f"{scenario}: {n} x {size / KB:.0f} KiB into moto", flush=True)
+        env = clean_env(
+            AWS_ACCESS_KEY_ID=MOTO_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET, AWS_DEFAULT_REGION=REGION
+        )
+        rclone = shutil.which("rclone")
+        if rclone is None:
+            self.notes.append("rclone not installed (apt-get install rclone): its rows are missing")
+        with simulator(n, size, self.work) as sim:
+            # rclone copies the same recordings from local disk: fetch them once, untimed
+            src = self.work / "rclone-src"
+            urls = self.work / "urls.txt"
+            urls.write_text("\n".join(sim.media_url(s, e) for s, e in sim.sids) + "\n")
+            subprocess.run(
+                [PY, "-m", "bench.bare", "--urls", str(urls), "--out", str(src)],
+                check=True,
+                capture_output=True,
+                env=clean_env(),
+            )
+            for r in range(self.rounds):
+                names = ["archiver sync", "rclone copy"]
+                for name in names if r % 2 == 0 else names[::-1]:
+                    bucket = "bench"
+                    moto.reset(bucket)
+                    if name == "archiver sync":
+                        out = self.work / f"s3-{len(self.runs)}"
+                        cfg = archiver_config(
+                            self.work,
+                            sim,
+                            self.c,
+                            {
+                                "backend": "s3",
+                                "bucket": bucket,
+                                "prefix": "archiver/",
+                                "endpoint_url": moto.endpoint,
+                                "region": REGION,
+                                "addressing_style": "path",
+                                "spool_dir": str(self.work),
+                            },
+                            out.name,
+                        )
+                        argv = [ARCHIVER, "--config", str(cfg), "sync"]
+                        prefix = "archiver/"
+                    elif rclone is not None:
+                        argv = [
+                            "env",
+                            "-u",
+                            "AWS_CA_BUNDLE",
+                            rclone,
+                            "copy",
+                            str(src),
+                            f"moto:{bucket}/rclone",
+                            "--transfers",
+                            str(self.c),
+                            "--checkers",
+                            str(self.c),
+                        ]
+                        prefix = "rclone/"
+                    else:
+                        continue
+                    self.record(
+                        scenario,
+                        name,
+                        argv,
+                        src,
+                        env={**env, **rclone_env(moto)},
+                        servers=[sim.proc.pid, moto.proc.pid],
+                        count=lambda p=prefix, bk=bucket: moto.count(bk, p),  # type: ignore[misc]
+                        expect=n,
+                    )
+            moto.reset("bench")
+            shutil.rmtree(src, ignore_errors=True)
+
+    def run_big(self, scenario: str, size: int, moto: Moto) -> None:
+        print(f"{scenario}: 1 x {size / 2**20:.0f} MiB", flush=True)
+        env = clean_env(
+            AWS_ACCESS_KEY_ID=MOTO_KEY, AWS_SECRET_ACCESS_KEY=MOTO_SECRET, AWS_DEFAULT_REGION=REGION
+        )
+        with simulator(1, size, self.work) as sim:
+            out = self.work / "big-local"
+            cfg = archiver_config(
+                self.work, sim, self.c, {"backend": "local", "path": str(out)}, out.name
+            )
+            self.record(
+                scenario,
+                "archiver sync -> local",
+                [ARCHIVER, "--config", str(cfg), "sync"],
+                out,
+                servers=[sim.proc.pid],
+                expect=1,
+            )
+            shutil.rmtree(out, ignore_errors=True)
+            moto.reset("bench")
+            cfg = archiver_config(
+                self.work,
+                sim,
+                self.c,
+                {
+                    "backend": "s3",
+                    "bucket": "bench",
+                    "endpoint_url": moto.endpoint,
+                    "region": REGION,
+                    "addressing_style": "path",
+                    "spool_dir": str(self.work),
+                },
+                "big-s3",
+            )
+            self.record(
+                scenario,
+                "archiver sync -> S3",
+                [ARCHIVER, "--config", str(cfg), "sync"],
+                out,
+                env=env,
+                servers=[sim.proc.pid, moto.proc.pid],
+                count=lambda: moto.count("bench", ""),
+                expect=1,
+            )
+            moto.reset("bench")
+
+    def run_ledger(self, scenario: str, rows: int) -> None:
+        print(f"{scenario}: a ledger of {rows:,} rows", flush=True)
+        with simulator(100, 2000, self.work) as sim:
+            ledger = self.work / "big-ledger.sqlite3"
+            t = time.perf_counter()
+            build_ledger(ledger, rows, sim)
+            print(f"  ledger built in {time.perf_counter() - t:.1f}s", flush=True)
+            archive = self.work / "big-ledger-archive"
+            cfg = archiver_config(
+                self.work, sim, self.c, {"backend": "local", "path": str(archive)}, "big-ledger"
+            )
+            code = (
+                "import asyncio, json, sys; from bench.nonews import main; "
+                "print(json.dumps(asyncio.run(main(sys.argv[1], 5))))"
+            )
+            p = subprocess.run(
+                [PY, "-c", code, str(cfg)],
+                capture_output=True,
+                text=True,
+                env=clean_env(),
+                cwd=ROOT,
+                check=False,
+            )
+            if p.returncode != 0:
+                self.notes.append(f"{scenario}: no-news pass failed: {p.stderr[-500:]}")
+            else:
+                r = json.loads(p.stdout.strip().splitlines()[-1])
+                self.extra.append(
+                    (
+                        scenario,
+                        "no-news pass, outside the HTTP call (median of 5)",
+                        f"{r['outside_ms']:.1f} ms (HTTP {r['http_ms']:.1f} ms, "
+                        f"pass {r['pass_ms']:.1f} ms)",
+                    )
+                )
+                print(f"  no-news pass: {r}", flush=True)
+            walls = []
+            for _ in range(3):
+                pr = measure(
+                    [ARCHIVER, "--config", str(cfg), "status"],
+                    env=clean_env(),
+                    log=self.work / "status.log",
+                )
+                if pr.returncode not in (0, 1):
+                    self.notes.append(f"{scenario}: status exited {pr.returncode}: {pr.output}")
+                walls.append(pr.wall)
+            self.extra.append(
+                (
+                    scenario,
+                    "`archiver status` (process wall, median of 3)",
+                    f"{statistics.median(walls) * 1000:.0f} ms",
+                )
+            )
+            print(f"  status: {[round(w, 3) for w in walls]} s", flush=True)
+
+
+def rclone_env(moto: Moto) -> dict[str, str]:
+    return {
+        "RCLONE_CONFIG_MOTO_TYPE": "s3",
+        "RCLONE_CONFIG_MOTO_PROVIDER": "Other",
+        "RCLONE_CONFIG_MOTO_ENDPOINT": moto.endpoint,
+        "RCLONE_CONFIG_MOTO_ACCESS_KEY_ID": MOTO_KEY,
+        "RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY": MOTO_SECRET,
+        "RCLONE_CONFIG_MOTO_REGION": REGION,
+        "RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE": "true",
+    }
+
+
+def build_ledger(path: Path, rows: int, sim: Simulator) -> None:
+    """``rows`` verified rows (the simulator's recordings among them) and a current watermark."""
+    from archiver.ledger import Ledger
+
+    async def schema() -> None:
+        async with Ledger(path):
+            pass
+
+    asyncio.run(schema())
+    db = sqlite3.connect(path)
+    now = time.time()
+    source = json.dumps(
+        {
+            "sid": "x",
+            "uri": "/restcomm/2012-04-24/Accounts/AC/Recordings/x.json",
+            "duration": "10.0",
+            "status": "completed",
+            "api_version": "2012-04-24",
+            "file_uri": "http://internal.invalid:8080/x.wav",
+        }
+    )
+    base = sim.oldest.timestamp() - rows  # one second apart, older than the simulator's
+    sim_rows = {sid for sid, _ in sim.sids}
+
+    def gen() -> Iterator[tuple[Any, ...]]:
+        for i in range(rows - len(sim_rows)):
+            yield (f"RE{i:032x}", base + i, source, now)
+        for j, sid in enumerate(sorted(sim_rows)):
+            yield (sid, sim.oldest.timestamp() + j, source, now)
+
+    with db:
+        db.executemany(
+            "INSERT INTO recordings (sid, account_sid, call_sid, date_created, created_epoch, "
+            "duration, ext, source, state, size, sha256, archive_key, discovered_at, "
+            "archived_at, verified_at, updated_at) VALUES (?1, 'AC0', NULL, "
+            "strftime('%Y-%m-%dT%H:%M:%S+00:00', ?2, 'unixepoch'), ?2, 10.0, 'wav', ?3, "
+            "'verified', 160000, 'ab', 'k/' || ?1, ?4, ?4, ?4, ?4)",
+            gen(),
+        )
+        newest = datetime.now(UTC).isoformat()
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('watermark', ?)", (newest,))
+    db.close()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for pkg in ("aiohttp", "aiobotocore", "aiosqlite", "moto"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{pkg} {metadata.version(pkg)}")
+    for tool, flag in (("curl", "--version"), ("rclone", "version")):
+        if shutil.which(tool):
+            first = subprocess.run([tool, flag], capture_output=True, text=True).stdout
+            versions.append(" ".join(first.split()[:2]))
+    return {
+        "cpus": f"{os.cpu_count()} (nproc), {cpu}",
+        "memory": f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "packages": ", ".join(versions),
+    }
+
+
+def table(b: Bench) -> str:
+    """The best run of each contender per scenario, and archiver's ratio to it."""
+    best: dict[tuple[str, str], Run] = {}
+    for run in b.runs:
+        key = (run.scenario, run.contender)
+        if key not in best or run.rate > best[key].rate:
+            best[key] = run
+    lines = [
+        "| scenario | contender | recordings/s | MB/s | CPU s | peak RSS MB | server CPU s "
+        "| archiver ÷ this |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (scenario, contender), run in best.items():
+        mine = best.get((scenario, "archiver sync"))
+        ratio = f"{mine.rate / run.rate:.2f}x" if mine and contender != "archiver sync" else ""
+        lines.append(
+            f"| {scenario} | {contender} | {run.rate:.1f} | {run.mbps:.1f} | {run.cpu:.2f} | "
+            f"{run.rss_kb / 1024:.0f} | {run.server_cpu:.2f} | {ratio} |"
+        )
+    for scenario, what, value in b.extra:
+        lines.append(f"| {scenario} | {what} | {value} | | | | | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="benchmark archiver against the limit and others")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run in seconds")
+    p.add_argument("--concurrency", type=int, default=8, help="for every contender")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds per scenario")
+    p.add_argument("--only", default="12345", help="scenarios to run, e.g. 13")
+    p.add_argument("--results", default="", help="write the report (markdown) here")
+    p.add_argument("--work", default="", help="work folder (default: a temp folder, removed)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    rounds = args.rounds or (1 if quick else 2)
+    sizes = {
+        "s1": (40, 160 * KB) if quick else (2000, 160 * KB),
+        "s2": (2, 4 * 2**20) if quick else (10, 100 * 2**20),
+        "s3": (20, 160 * KB) if quick else (2000, 160 * KB),
+        "s4": 16 * 2**20 if quick else 2**30,
+        "s5": 20_000 if quick else 1_000_000,
+    }
+    started = time.perf_counter()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="archiver-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(ROOT)  # `python -m bench.*` from the project
+    b = Bench(work, args.concurrency, rounds)
+    info = machine()
+    for k, v in info.items():
+        print(f"{k:<9} {v}")
+    try:
+        if "1" in args.only:
+            n, size = sizes["s1"]
+            b.run_local("1. many short calls, local", n, size, naive=True)
+        if "2" in args.only:
+            n, size = sizes["s2"]
+            b.run_local("2. long calls, local", n, size, naive=True)
+        if "3" in args.only or "4" in args.only:
+            with moto_server(work) as moto:
+                if "3" in args.only:
+                    n, size = sizes["s3"]
+                    b.run_s3("3. many short calls, S3 (moto)", n, size, moto)
+                if "4" in args.only:
+                    b.run_big("4. one big recording", sizes["s4"], moto)
+        if "5" in args.only:
+            b.run_ledger("5. big ledger, nothing new", sizes["s5"])
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    report = [
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if quick else ''}, "
+        f"concurrency {args.concurrency}, best of {rounds} alternating round(s), "
+        f"{elapsed:.0f} s in all.",
+        "",
+        *(f"* {k}: {v}" for k, v in info.items()),
+        "",
+        table(b),
+    ]
+    if b.notes:
+        report += ["", "Problems:", *(f"* {n}" for n in b.notes)]
+    text = "\n".join(report)
+    print()
+    print(text)
+    if args.results:
+        Path(args.results).write_text(text + "\n")
+    return 1 if b.notes else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
