@@ -337,6 +337,17 @@ class Ledger:
             (now, now, sid),
         )
 
+    async def mark_archived_verified(
+        self, sid: str, *, key: str, size: int, sha256: str, now: float
+    ) -> None:
+        """Archived and verified in one step (the backend re-read the copy as it stored it)."""
+        await self.db.execute(
+            "UPDATE recordings SET state='verified', archive_key=?, size=?, sha256=?, "
+            "archived_at=?, verified_at=?, last_error=NULL, next_attempt_at=NULL, updated_at=? "
+            "WHERE sid=? AND state IN ('discovered','failed','archived')",
+            (key, size, sha256, now, now, now, sid),
+        )
+
     async def mark_failed(
         self,
         sid: str,

@@ -53,7 +53,7 @@ from archiver.restcomm import (
     start_date_for,
 )
 from archiver.retry import retrying
-from archiver.storage import Storage, check_key
+from archiver.storage import Storage, StoredObject, check_key
 from archiver.storage.base import single_chunk
 
 log = structlog.get_logger("archiver.sync")
@@ -354,46 +354,68 @@ class Syncer:
         log_ = log.bind(sid=row.sid)
         rec = row.recording()
         key = render_key(self.cfg.archive.key_template, rec)
+        now = self.clock()
+
+        def sidecar_for(stored: StoredObject) -> bytes:
+            return sidecar(rec, key, stored.size, stored.sha256, now)
+
+        stored: StoredObject | None = None
         if row.state == "archived" and row.size is not None and row.sha256 is not None:
             size, sha = row.size, row.sha256  # archived before a restart: verify only
         else:
 
-            async def transfer() -> tuple[int, str]:
+            async def transfer() -> StoredObject:
                 async with self.client.media(rec.sid, rec.ext) as body:
                     ctype = "video/mp4" if rec.ext == "mp4" else "audio/x-wav"
-                    stored = await self.storage.put(
-                        key, body, content_type=ctype, metadata=object_metadata(rec)
+                    done = await self.storage.put(
+                        key,
+                        body,
+                        content_type=ctype,
+                        metadata=object_metadata(rec),
+                        sidecar=sidecar_for,
                     )
-                if (stored.size, stored.sha256) != (body.size, body.sha256):
+                if (done.size, done.sha256) != (body.size, body.sha256):
                     raise VerificationFailed(
-                        f"stored {stored.size} bytes sha256 {stored.sha256}, downloaded "
+                        f"stored {done.size} bytes sha256 {done.sha256}, downloaded "
                         f"{body.size} bytes sha256 {body.sha256}"
                     )
-                return stored.size, stored.sha256
+                return done
 
-            size, sha = await retrying(
+            stored = await retrying(
                 "transfer", transfer, attempts=DEFAULT_TRANSFER_ATTEMPTS, sid=rec.sid
             )
+            size, sha = stored.size, stored.sha256
             self._audit("archived", sid=rec.sid, key=key, size=size, sha256=sha)
-            await self.ledger.mark_archived(
-                rec.sid, key=key, size=size, sha256=sha, now=self.clock()
-            )
             result.archived += 1
             result.bytes += size
             log_.info("recording.archived", key=key, size=size, sha256=sha)
-        await retrying("verify", lambda: self.storage.verify(key, size, sha), sid=rec.sid)
-        await retrying(
-            "sidecar",
-            lambda: self.storage.put(
-                key + ".json",
-                single_chunk(sidecar(rec, key, size, sha, self.clock())),
-                content_type="application/json",
-                replace=True,
-            ),
-            sid=rec.sid,
-        )
-        self._audit("verified", sid=rec.sid, key=key, size=size, sha256=sha)
-        await self.ledger.mark_verified(rec.sid, self.clock())
+        if stored is not None and stored.read_back and stored.sidecar_written:
+            # the backend re-read the copy and wrote the sidecar in its durable step
+            self._audit("verified", sid=rec.sid, key=key, size=size, sha256=sha)
+            await self.ledger.mark_archived_verified(
+                rec.sid, key=key, size=size, sha256=sha, now=self.clock()
+            )
+        else:
+            if stored is not None:
+                await self.ledger.mark_archived(
+                    rec.sid, key=key, size=size, sha256=sha, now=self.clock()
+                )
+            if stored is None or not stored.read_back:
+                await retrying("verify", lambda: self.storage.verify(key, size, sha), sid=rec.sid)
+            if stored is None or not stored.sidecar_written:
+                sidecar_bytes = sidecar(rec, key, size, sha, now)
+                await retrying(
+                    "sidecar",
+                    lambda: self.storage.put(
+                        key + ".json",
+                        single_chunk(sidecar_bytes),
+                        content_type="application/json",
+                        replace=True,
+                    ),
+                    sid=rec.sid,
+                )
+            self._audit("verified", sid=rec.sid, key=key, size=size, sha256=sha)
+            await self.ledger.mark_verified(rec.sid, self.clock())
         result.verified += 1
         metrics.ARCHIVED_RECORDINGS.inc()
         metrics.ARCHIVED_BYTES.inc(size)

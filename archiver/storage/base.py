@@ -12,6 +12,10 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   exactly ``size`` bytes with ``sha256`` at ``key`` (and whatever protection the backend is
   configured to require, e.g. S3 Object Lock retention). ``deep`` re-reads the bytes even where
   stored checksums would do.
+* ``put`` may take ``sidecar``, a function of the stored object giving the bytes of its
+  sidecar; a backend that can store it at ``key + ".json"`` (replacing it) in the same durable
+  step does so and sets ``sidecar_written``; one that re-read what it stored sets ``read_back``.
+  Callers write the sidecar and verify themselves when those flags are not set.
 * ``stat`` returns the size and SHA-256 the store holds for ``key`` (None when absent), from
   stored checksums where the backend has them; ``read`` streams the bytes back.
 * Library errors are translated: missing key → ObjectNotFound; throttling, 5xx, timeouts →
@@ -22,8 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from archiver.errors import StorageError, VerificationFailed
@@ -37,6 +41,12 @@ class StoredObject:
     key: str
     size: int
     sha256: str
+    # how the put went, not what is stored: left out of equality
+    read_back: bool = field(default=False, compare=False)  # re-read by the backend: matched
+    sidecar_written: bool = field(default=False, compare=False)  # stored at key + ".json" too
+
+
+Sidecar = Callable[[StoredObject], bytes]
 
 
 @runtime_checkable
@@ -57,6 +67,7 @@ class Storage(Protocol):
         content_type: str,
         metadata: Mapping[str, str] | None = None,
         replace: bool = False,
+        sidecar: Sidecar | None = None,
     ) -> StoredObject: ...
 
     async def stat(self, key: str) -> StoredObject | None: ...

@@ -15,6 +15,7 @@ import itertools
 import os
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -26,7 +27,7 @@ from archiver.errors import (
     StorageDenied,
     StorageError,
 )
-from archiver.storage.base import StoredObject, check_key, compare
+from archiver.storage.base import Sidecar, StoredObject, check_key, compare
 
 log = structlog.get_logger("archiver.storage.local")
 T = TypeVar("T")
@@ -142,6 +143,7 @@ class LocalStorage:
         content_type: str,
         metadata: Mapping[str, str] | None = None,
         replace: bool = False,
+        sidecar: Sidecar | None = None,
     ) -> StoredObject:
         final = self._final(key)
         tmp = self.tmp / f"{os.getpid()}-{_TMP_TOKEN}{next(_tmp_serial)}.part"
@@ -178,14 +180,16 @@ class LocalStorage:
                     # another thread's fsync on the same journal)
                     handed_off = True
                     job = asyncio.ensure_future(
-                        asyncio.to_thread(self._write_whole, chunks, tmp, final, key, replace)
+                        asyncio.to_thread(
+                            self._write_whole, chunks, tmp, final, key, replace, sidecar
+                        )
                     )
                 else:
                     _write(fh, h, chunks)  # the tail: less than one batch
                     stored = StoredObject(key, size + buffered, h.hexdigest())
                     handed_off = True
                     job = asyncio.ensure_future(
-                        asyncio.to_thread(self._finish, fh, tmp, final, stored, replace)
+                        asyncio.to_thread(self._finish, fh, tmp, final, stored, replace, sidecar)
                     )
                 return await _settled(job)
             except OSError as exc:
@@ -202,7 +206,13 @@ class LocalStorage:
                     tmp.unlink()
 
     def _write_whole(
-        self, chunks: list[bytes], tmp: Path, final: Path, key: str, replace: bool
+        self,
+        chunks: list[bytes],
+        tmp: Path,
+        final: Path,
+        key: str,
+        replace: bool,
+        sidecar: Sidecar | None,
     ) -> StoredObject:
         data = b"".join(chunks)
         stored = StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
@@ -211,13 +221,19 @@ class LocalStorage:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            return self._commit(tmp, final, stored, replace)
+            return self._commit(tmp, final, stored, replace, sidecar)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
     def _finish(
-        self, fh: BinaryIO, tmp: Path, final: Path, stored: StoredObject, replace: bool
+        self,
+        fh: BinaryIO,
+        tmp: Path,
+        final: Path,
+        stored: StoredObject,
+        replace: bool,
+        sidecar: Sidecar | None,
     ) -> StoredObject:
         try:
             try:
@@ -225,24 +241,53 @@ class LocalStorage:
                 os.fsync(fh.fileno())
             finally:
                 fh.close()
-            return self._commit(tmp, final, stored, replace)
+            return self._commit(tmp, final, stored, replace, sidecar)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def _commit(self, tmp: Path, final: Path, stored: StoredObject, replace: bool) -> StoredObject:
+    def _commit(
+        self,
+        tmp: Path,
+        final: Path,
+        stored: StoredObject,
+        replace: bool,
+        sidecar: Sidecar | None = None,
+    ) -> StoredObject:
+        """Rename into place (or find the same bytes there), store the sidecar, fsync the folder
+        once for both, and read the audio back: one thread hop for the whole durable step."""
         final.parent.mkdir(parents=True, exist_ok=True)
+        read_back = False
         if final.exists() and not replace:
             size, sha = _hash_file(final)
-            if (size, sha) == (stored.size, stored.sha256):
-                return stored  # same bytes already archived: a no-op
-            raise ArchiveConflict(
-                f"{final} already holds different bytes (sha256 {sha}, {size} bytes); "
-                f"refusing to overwrite with sha256 {stored.sha256}, {stored.size} bytes"
-            )
-        os.replace(tmp, final)
+            if (size, sha) != (stored.size, stored.sha256):
+                raise ArchiveConflict(
+                    f"{final} already holds different bytes (sha256 {sha}, {size} bytes); "
+                    f"refusing to overwrite with sha256 {stored.sha256}, {stored.size} bytes"
+                )
+            read_back = True  # same bytes already archived: a no-op, and just re-read
+        else:
+            os.replace(tmp, final)
+        if sidecar is not None:
+            side_tmp = tmp.with_name(tmp.name + ".json")
+            try:
+                with open(side_tmp, "xb") as fh:
+                    fh.write(sidecar(stored))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(side_tmp, final.with_name(final.name + ".json"))
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    side_tmp.unlink()
         _fsync_dir(final.parent)
-        return stored
+        if not read_back:
+            compare(stored.key, self._read_back(final), stored.size, stored.sha256, str(final))
+        return replace_fields(stored, read_back=True, sidecar_written=sidecar is not None)
+
+    @staticmethod
+    def _read_back(path: Path) -> StoredObject:
+        size, sha = _hash_file(path)
+        return StoredObject(str(path), size, sha)
 
     async def stat(self, key: str) -> StoredObject | None:
         path = self._final(key)

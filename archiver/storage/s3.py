@@ -63,7 +63,7 @@ from archiver.errors import (
     StorageUnavailable,
     VerificationFailed,
 )
-from archiver.storage.base import StoredObject, check_key, compare, digest
+from archiver.storage.base import Sidecar, StoredObject, check_key, compare, digest
 
 log = structlog.get_logger("archiver.storage.s3")
 
@@ -445,6 +445,7 @@ class S3Storage:
         content_type: str,
         metadata: Mapping[str, str] | None = None,
         replace: bool = False,
+        sidecar: Sidecar | None = None,  # written by the caller: a separate object on S3
     ) -> StoredObject:
         full = self._full(key)
         spool = _Spool(self.cfg.multipart_threshold, self.cfg.part_size, self.cfg.spool_dir)
