@@ -25,6 +25,7 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,17 @@ class Storage(Protocol):
     async def delete(self, key: str) -> None: ...
 
     def describe(self, key: str = "") -> str: ...
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists: temp files and spools of dead ones may be swept."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_key(key: str) -> str:

@@ -27,7 +27,7 @@ from archiver.errors import (
     StorageDenied,
     StorageError,
 )
-from archiver.storage.base import Sidecar, StoredObject, check_key, compare
+from archiver.storage.base import Sidecar, StoredObject, check_key, compare, pid_alive
 
 log = structlog.get_logger("archiver.storage.local")
 T = TypeVar("T")
@@ -87,16 +87,6 @@ async def _settled(job: asyncio.Future[T]) -> T:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class LocalStorage:
     """Archive into a folder on local disk."""
 
@@ -124,7 +114,7 @@ class LocalStorage:
         for leftover in self.tmp.iterdir():
             pid_text = leftover.name.split("-", 1)[0]
             pid = int(pid_text) if pid_text.isdigit() else 0
-            if pid == os.getpid() or not _pid_alive(pid):
+            if pid == os.getpid() or not pid_alive(pid):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
                     log.info("storage.temp_removed", file=leftover.name)

@@ -63,7 +63,14 @@ from archiver.errors import (
     StorageUnavailable,
     VerificationFailed,
 )
-from archiver.storage.base import Sidecar, StoredObject, check_key, compare, digest
+from archiver.storage.base import (
+    Sidecar,
+    StoredObject,
+    check_key,
+    compare,
+    digest,
+    pid_alive,
+)
 
 log = structlog.get_logger("archiver.storage.s3")
 
@@ -176,16 +183,6 @@ def _parse_date(text: str | None) -> datetime | None:
 def _ceil_second(dt: datetime) -> datetime:
     # Stores keep whole seconds; rounding up keeps the stored date >= the one we computed.
     return dt if dt.microsecond == 0 else dt.replace(microsecond=0) + timedelta(seconds=1)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _single_put_sha(head: Mapping[str, Any]) -> str:
@@ -419,7 +416,7 @@ class S3Storage:
             for leftover in folder.glob(f"{SPOOL_PREFIX}*.part"):
                 pid_text = leftover.name[len(SPOOL_PREFIX) :].split("-", 1)[0]
                 pid = int(pid_text) if pid_text.isdigit() else 0
-                if pid and pid != os.getpid() and not _pid_alive(pid):
+                if pid and pid != os.getpid() and not pid_alive(pid):
                     with contextlib.suppress(OSError):
                         leftover.unlink()
                         log.info("storage.spool_removed", file=leftover.name)
