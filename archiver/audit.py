@@ -162,12 +162,3 @@ def verify_journal(path: Path, checkpoint: Head | None = None) -> tuple[int, str
             f"journal ends before the checkpoint (seq {checkpoint.seq}) in the ledger",
         )
     return None
-
-
-def lines_of_day(path: Path, day: str) -> bytes:
-    """The raw lines whose ``ts`` falls on ``day`` (YYYY-MM-DD, UTC)."""
-    out = bytearray()
-    for _number, raw in iter_lines(path):
-        if json.loads(raw).get("ts", "").startswith(day):
-            out += raw
-    return bytes(out)

@@ -295,7 +295,6 @@ class RestcommClient:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._warned_foreign = False
-        self.requests_by_status: dict[str, int] = {}
 
     @property
     def api_root(self) -> str:
@@ -327,9 +326,7 @@ class RestcommClient:
         return headers
 
     def _count(self, status: int | str) -> None:
-        key = str(status)
-        self.requests_by_status[key] = self.requests_by_status.get(key, 0) + 1
-        metrics.SOURCE_REQUESTS.labels(key).inc()
+        metrics.SOURCE_REQUESTS.labels(str(status)).inc()
 
     # ---------------------------------------------------------------- list
 

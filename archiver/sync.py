@@ -239,7 +239,6 @@ class Syncer:
         self.storage = storage
         self.ledger = ledger
         self.clock = clock
-        self.in_flight = 0
         self.due_total = 0  # recordings this pass set out to transfer (for progress)
         self.journal = journal
         self._end_date: date | None = None
@@ -422,7 +421,6 @@ class Syncer:
         log_.info("recording.verified", key=key, size=size)
 
     async def _attempt(self, row: Row, result: PassResult) -> None:
-        self.in_flight += 1
         metrics.IN_FLIGHT.inc()
         try:
             await self.archive_one(row, result)
@@ -431,7 +429,6 @@ class Syncer:
         except (ArchiverError, ValueError) as exc:
             await self._fail(row, exc, result)
         finally:
-            self.in_flight -= 1
             metrics.IN_FLIGHT.dec()
             if self.on_progress is not None:
                 self.on_progress(result, row)
