@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -31,6 +32,7 @@ from archiver.progress import Progress
 from archiver.restcomm import RestcommClient
 from archiver.server import Health, HealthServer
 from archiver.storage import open_storage
+from archiver.storage.base import single_chunk
 from archiver.sync import PassResult, Syncer, lag_seconds
 
 log = structlog.get_logger("archiver.cli")
@@ -322,8 +324,6 @@ async def cmd_retry(cfg: Config, sids: list[str]) -> int:
 
 
 async def cmd_check(cfg: Config) -> int:
-    from archiver.storage.base import single_chunk
-
     print(f"config       ok ({cfg.archive.backend} backend)")
     async with _client(cfg) as client:
         total = await client.check()
@@ -331,8 +331,6 @@ async def cmd_check(cfg: Config) -> int:
     async with open_storage(cfg.archive) as storage:
         key = f"archiver-check/canary-{os.getpid()}-{int(time.time())}.txt"
         data = f"archiver canary {datetime.now(UTC).isoformat()}\n".encode()
-        import hashlib
-
         stored = await storage.put(key, single_chunk(data), content_type="text/plain")
         await storage.verify(key, len(data), hashlib.sha256(data).hexdigest(), deep=True)
         print(f"archive      ok: wrote, read back and verified {storage.describe(key)}")
