@@ -185,3 +185,17 @@ async def test_run_speaks_the_systemd_notify_protocol(tmp_path: Path) -> None:
     kinds = [m.split("=", 1)[0] + ("=1" if m.endswith("=1") else "") for m in messages]
     assert kinds.index("READY=1") < kinds.index("WATCHDOG=1") < kinds.index("STOPPING=1")
     assert any(m.startswith("STATUS=") for m in messages)
+
+
+async def test_check_reports_each_step_and_leaves_no_canary(tmp_path: Path) -> None:
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        sim.generate(3, start=NOW - timedelta(hours=1))
+        cfg = write_config(tmp_path, sim)
+        code, out, err = await run_cli("--config", str(cfg), "check")
+        assert code == 0, err
+        assert "source       ok" in out and "3 recordings listed" in out
+        assert "archive      ok" in out and "canary removed" in out and "ledger       ok" in out
+        assert not [p for p in (tmp_path / "archive").rglob("*canary*") if p.is_file()]
+        sim.auth_token = "rotated"
+        code, out, err = await run_cli("--config", str(cfg), "check")
+    assert code == 3 and "config       ok" in out and "401" in err
