@@ -393,6 +393,7 @@ class RestcommSimulator:
         self.faults: list[Fault] = []
         self.on_list: Callable[[int], Awaitable[None] | None] | None = None
         self.on_delete: Callable[[SimRecording], None] | None = None
+        self.latency = 0.0  # seconds added to every answer (benchmarks: a WAN round trip)
         self.base_url = ""
         self.storage_origin = ""
         self._sid_rng = random.Random(f"sid:{seed}")
@@ -665,6 +666,8 @@ class RestcommSimulator:
         fault = self._take_fault(request.method, request.path)
         status = 500
         try:
+            if self.latency > 0:  # a platform across a network, not next door
+                await asyncio.sleep(self.latency)
             if fault is not None and fault.delay > 0:
                 await asyncio.sleep(fault.delay)
             if fault is not None and (fault.status is not None or fault.body is not None):
@@ -1080,6 +1083,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     sim = RestcommSimulator(
         args.account_sid, args.auth_token, seed=args.seed, media_mode=args.media_mode
     )
+    sim.latency = args.latency
     spacing = timedelta(seconds=args.spacing)
     groups = math.ceil(args.recordings / max(args.same_second_every, 1))
     start = datetime.now(UTC).replace(microsecond=0) - spacing * groups
@@ -1116,6 +1120,9 @@ def main(argv: list[str] | None = None) -> None:
         "--same-second-every", type=int, default=1, help="recordings sharing one date_created"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added to every answer (a WAN)"
+    )
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default="sim-token")
     parser.add_argument("--media-mode", choices=("direct", "redirect", "proxy"), default="direct")
