@@ -139,11 +139,6 @@ class SourceConfig:
     reconcile_interval: timedelta = timedelta(hours=24)
     reconcile_window: timedelta = timedelta(days=7)
 
-    @property
-    def origin(self) -> str:
-        parts = urlsplit(self.base_url)
-        return f"{parts.scheme}://{parts.netloc}"
-
 
 @dataclass(frozen=True)
 class ArchiveConfig:

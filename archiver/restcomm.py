@@ -177,7 +177,6 @@ class Page:
     total: int
     num_pages: int
     items: list[Recording | InvalidItem]
-    raw_count: int
     last: bool
 
 
@@ -357,7 +356,7 @@ class RestcommClient:
                 self._raise_for_status(resp, "list")
                 if resp.status == 400:
                     if page > 0:
-                        return Page(page, page_size, 0, page - 1, [], 0, last=True)
+                        return Page(page, page_size, 0, page - 1, [], last=True)
                     raise SourceProtocolError(
                         f"the list answered 400 for page 0 (StartTime={start_date}); "
                         "the server rejects the query"
@@ -423,7 +422,7 @@ class RestcommClient:
         last = (
             not raw or page >= num_pages or next_uri in (None, "", "null") or len(raw) < page_size
         )
-        return Page(page, page_size, total, num_pages, items, len(raw), last)
+        return Page(page, page_size, total, num_pages, items, last)
 
     async def check(self) -> int:
         """Reach the list with the credentials; returns the total the server reports."""

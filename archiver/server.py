@@ -29,7 +29,6 @@ class Health:
     last_progress: float = field(default_factory=time.time)
     failing_since: float | None = None
     last_error: str | None = None
-    last_pass_ok_at: float | None = None
 
     def progress(self) -> None:
         self.last_progress = self.clock()
@@ -38,7 +37,6 @@ class Health:
         self.progress()
         self.failing_since = None
         self.last_error = None
-        self.last_pass_ok_at = self.clock()
 
     def pass_failed(self, error: str) -> None:
         self.progress()

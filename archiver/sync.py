@@ -69,10 +69,6 @@ DEFAULT_TRANSFER_ATTEMPTS = 3  # immediate tries of one transfer before it is le
 FATAL = (SourceAuthError, StorageDenied, LedgerError)
 
 
-class PassAborted(ArchiverError):
-    """The pass stopped early on an error that concerns every recording, not one."""
-
-
 @dataclass
 class ScanResult:
     listed: int = 0
