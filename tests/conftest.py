@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -81,7 +82,9 @@ class Harness:
         self.cfg = cfg
         self.clock = clock or (lambda: NOW.timestamp())
 
-    async def pass_(self, **kw: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def syncer(self, syncer_class: type[Syncer] = Syncer) -> AsyncIterator[Syncer]:
+        """A Syncer over freshly opened ledger, client, local storage and journal."""
         async with (
             Ledger(self.cfg.ledger.path) as ledger,
             RestcommClient(
@@ -90,7 +93,10 @@ class Harness:
             LocalStorage(self.cfg.archive.path) as storage,
             Journal(journal_path(self.cfg)) as journal,
         ):
-            syncer = Syncer(self.cfg, client, storage, ledger, clock=self.clock, journal=journal)
+            yield syncer_class(self.cfg, client, storage, ledger, clock=self.clock, journal=journal)
+
+    async def pass_(self, **kw: Any) -> Any:
+        async with self.syncer() as syncer:
             return await syncer.run_pass(**kw)
 
     async def ledger_rows(self) -> dict[str, Any]:

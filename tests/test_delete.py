@@ -298,26 +298,16 @@ async def test_daemon_reconciles_on_schedule(
     sim: RestcommSimulator, config_for: Callable[..., Config]
 ) -> None:
     from archiver.daemon import Daemon
-    from archiver.restcomm import RestcommClient
-    from archiver.storage.local import LocalStorage
-    from archiver.sync import Syncer
 
     sim.generate(30, start=NOW - timedelta(hours=3), spacing=timedelta(minutes=6))
     cfg = config_for(sim, page_size=10, reconcile_interval="1h", reconcile_window="2d")
     await Harness(cfg).pass_()
     old = sim.generate(2, start=NOW - timedelta(hours=20))  # behind the watermark's lookback
     clock = [NOW.timestamp()]
-    async with (
-        Ledger(cfg.ledger.path) as ledger,
-        RestcommClient(sim.base_url, sim.account_sid, sim.auth_token) as client,
-        LocalStorage(cfg.archive.path) as storage,
-    ):
+    async with Harness(cfg, clock=lambda: clock[0]).syncer() as syncer:
+        ledger = syncer.ledger
         await ledger.set_meta("last_reconcile_at", str(NOW.timestamp() - 600))
-        daemon = Daemon(
-            Syncer(cfg, client, storage, ledger, clock=lambda: clock[0]),
-            poll_interval=3600,
-            max_backoff=3600,
-        )
+        daemon = Daemon(syncer, poll_interval=3600, max_backoff=3600)
         stopping = asyncio.Event()
         await daemon.one_pass(stopping)
         await daemon.maybe_reconcile(stopping)  # reconciled 10 minutes ago: not yet

@@ -24,7 +24,6 @@ from archiver.errors import MediaInvalid, SourceUnavailable
 from archiver.ledger import Ledger
 from archiver.restcomm import RateLimiter, RestcommClient
 from archiver.simulator import RestcommSimulator, SimRecording
-from archiver.storage.local import LocalStorage
 from archiver.sync import Syncer
 from tests.conftest import NOW, Harness, cli_config
 from tests.test_cli import TOKEN, run_cli, start_cli, write_config
@@ -148,16 +147,8 @@ async def test_daemon_survives_failed_passes_and_logs_recovery(
     sim.generate(2, start=NOW - timedelta(hours=1))
     cfg = config_for(sim)
     sim.inject(path="Recordings.json", status=503, times=None)
-    async with (
-        Ledger(cfg.ledger.path) as ledger,
-        RestcommClient(sim.base_url, sim.account_sid, sim.auth_token) as client,
-        LocalStorage(cfg.archive.path) as storage,
-    ):
-        daemon = Daemon(
-            Syncer(cfg, client, storage, ledger, clock=lambda: NOW.timestamp()),
-            poll_interval=0.01,
-            max_backoff=0.02,
-        )
+    async with Harness(cfg).syncer() as syncer:
+        daemon = Daemon(syncer, poll_interval=0.01, max_backoff=0.02)
         stopping = asyncio.Event()
         with capture_logs() as logs:
             task = asyncio.ensure_future(daemon.run(stopping))
@@ -284,16 +275,8 @@ async def test_daemon_outlives_an_unexpected_error_in_a_pass(
                 raise KeyError("a bug, not an ArchiverError")
             return await super().run_pass(*args, **kw)  # type: ignore[arg-type]
 
-    async with (
-        Ledger(cfg.ledger.path) as ledger,
-        RestcommClient(sim.base_url, sim.account_sid, sim.auth_token) as client,
-        LocalStorage(cfg.archive.path) as storage,
-    ):
-        daemon = Daemon(
-            Flaky(cfg, client, storage, ledger, clock=lambda: NOW.timestamp()),
-            poll_interval=0.01,
-            max_backoff=0.01,
-        )
+    async with Harness(cfg).syncer(Flaky) as syncer:
+        daemon = Daemon(syncer, poll_interval=0.01, max_backoff=0.01)
         stopping = asyncio.Event()
         with capture_logs() as logs:
             task = asyncio.ensure_future(daemon.run(stopping))

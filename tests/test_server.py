@@ -11,13 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from archiver.config import Config
 from archiver.daemon import Daemon
-from archiver.ledger import Ledger
-from archiver.restcomm import RestcommClient
 from archiver.server import Health, HealthServer
 from archiver.simulator import RestcommSimulator
-from archiver.storage.local import LocalStorage
-from archiver.sync import Syncer
-from tests.conftest import NOW
+from tests.conftest import NOW, Harness
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -48,9 +44,7 @@ async def test_metrics_and_health_follow_the_daemon(
     async with (
         HealthServer("127.0.0.1:0", health) as server,
         aiohttp.ClientSession() as http,
-        Ledger(cfg.ledger.path) as ledger,
-        RestcommClient(sim.base_url, sim.account_sid, sim.auth_token) as client,
-        LocalStorage(cfg.archive.path) as storage,
+        Harness(cfg).syncer() as syncer,
     ):
         url = f"http://127.0.0.1:{server.port}"
 
@@ -60,7 +54,6 @@ async def test_metrics_and_health_follow_the_daemon(
                 return samples(await r.text())
 
         before = await scrape()
-        syncer = Syncer(cfg, client, storage, ledger, clock=lambda: NOW.timestamp())
         daemon = Daemon(syncer, poll_interval=30, max_backoff=60, health=health)
         stopping = asyncio.Event()
         task = asyncio.ensure_future(daemon.run(stopping))
