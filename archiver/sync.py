@@ -368,6 +368,7 @@ class Syncer:
                         content_type=ctype,
                         metadata=object_metadata(rec),
                         sidecar=sidecar_for,
+                        size_hint=body.content_length,
                     )
                 if (done.size, done.sha256) != (body.size, body.sha256):
                     raise VerificationFailed(

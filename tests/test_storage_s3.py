@@ -478,3 +478,39 @@ async def test_large_body_streams_in_bounded_memory(
         assert got.size == size
         assert peak < 40 * MiB, f"peak {peak / MiB:.0f} MiB for a {size // MiB} MiB body"
         await s3.delete(KEY)  # moto keeps objects in memory
+
+
+async def test_declared_large_body_is_spooled_from_its_first_byte(
+    moto_s3: S3Server,
+    aws_env: Env,
+    tmp_path: Path,
+) -> None:
+    # With a high multipart_threshold, an undeclared body is held in memory up to the threshold
+    # before it spills; one whose Content-Length says it is above the threshold never is.
+    aws_env(moto_s3)
+    bucket = await moto_s3.create_bucket()
+    size, threshold = 48 * MiB, 32 * MiB
+    block = payload(MiB)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(size // MiB):
+            yield block
+
+    cfg = s3_config(moto_s3, bucket, tmp_path / "spool", multipart_threshold=threshold)
+    peaks = {}
+    async with S3Storage(cfg) as s3:
+        for hint in (None, size):
+            tracemalloc.start()
+            try:
+                got = await s3.put(
+                    KEY, body(), content_type="audio/wav", metadata=META, size_hint=hint
+                )
+                _, peaks[hint] = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert got.size == size
+            await s3.verify(KEY, size, got.sha256)
+            await s3.delete(KEY)
+    assert peaks[None] >= threshold  # held in memory until it spilled
+    assert peaks[size] < 3 * PART, f"peak {peaks[size] / MiB:.0f} MiB with the size declared"
+    assert list((tmp_path / "spool").iterdir()) == []

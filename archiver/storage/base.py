@@ -16,6 +16,8 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   sidecar; a backend that can store it at ``key + ".json"`` (replacing it) in the same durable
   step does so and sets ``sidecar_written``; one that re-read what it stored sets ``read_back``.
   Callers write the sidecar and verify themselves when those flags are not set.
+* ``size_hint`` is the length the body declares (a Content-Length), when known: a backend may
+  use it to choose how to store the body, never to decide what was stored.
 * ``stat`` returns the size and SHA-256 the store holds for ``key`` (None when absent), from
   stored checksums where the backend has them; ``read`` streams the bytes back.
 * Library errors are translated: missing key → ObjectNotFound; throttling, 5xx, timeouts →
@@ -69,6 +71,7 @@ class Storage(Protocol):
         metadata: Mapping[str, str] | None = None,
         replace: bool = False,
         sidecar: Sidecar | None = None,
+        size_hint: int | None = None,
     ) -> StoredObject: ...
 
     async def stat(self, key: str) -> StoredObject | None: ...

@@ -134,6 +134,7 @@ class LocalStorage:
         metadata: Mapping[str, str] | None = None,
         replace: bool = False,
         sidecar: Sidecar | None = None,
+        size_hint: int | None = None,  # not needed: short bodies are written in one step anyway
     ) -> StoredObject:
         final = self._final(key)
         tmp = self.tmp / f"{os.getpid()}-{_TMP_TOKEN}{next(_tmp_serial)}.part"

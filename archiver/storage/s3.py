@@ -6,7 +6,9 @@ whether the key already holds these bytes). Memory stays bounded:
 
 * bodies up to ``multipart_threshold`` are buffered in memory and sent in one PutObject with
   ``ChecksumSHA256``, so the store refuses a body corrupted on the way;
-* larger bodies are spooled to a temp file in ``spool_dir`` (removed in a ``finally``,
+* larger bodies (or bodies whose Content-Length, given as ``size_hint``, says they will be
+  larger: those go to the file from their first byte) are spooled, in writes of about 1 MiB, to
+  a temp file in ``spool_dir`` (removed in a ``finally``,
   cancellation included) and sent as a multipart upload, one part in memory at a time, each part
   with the ``ChecksumSHA256`` computed while the body streamed in (not re-read from disk, so a
   corrupted spool is caught by the store too). A failed or cancelled upload is aborted.
@@ -81,6 +83,7 @@ DEFAULT_CLOCK_SLACK = timedelta(minutes=5)  # our clock vs the store's, for rete
 DEFAULT_ABORT_TIMEOUT = 30.0  # seconds __aexit__ waits for aborts still running
 MAX_PARTS = 10_000  # the S3 limit on parts in one multipart upload
 SPOOL_PREFIX = "archiver-s3-"
+SPOOL_WRITE = 1024 * 1024  # spooled bodies reach the file in writes of about this size
 SHA_META = "sha256"
 DATE_META = "date-created"
 
@@ -198,11 +201,16 @@ def _single_put_sha(head: Mapping[str, Any]) -> str:
 class _Spool:
     """One put's body: hashed as it arrives, in memory up to the threshold, then in a file."""
 
-    def __init__(self, threshold: int, part_size: int, spool_dir: str) -> None:
+    def __init__(
+        self, threshold: int, part_size: int, spool_dir: str, expect: int | None = None
+    ) -> None:
         self.threshold = threshold
         self.part_size = part_size
         self.spool_dir = spool_dir
-        self.buffer = bytearray()
+        # A body declared larger than the threshold goes to the file from its first byte:
+        # buffering up to the threshold first would hold that much in memory for nothing.
+        self.to_file = expect is not None and expect > threshold
+        self.buffer = bytearray()  # the whole body (in memory), or what is not yet in the file
         self.path: Path | None = None
         self.file: BinaryIO | None = None
         self.size = 0
@@ -219,16 +227,22 @@ class _Spool:
         self._sha.update(chunk)
         self.size += len(chunk)
         self._hash_parts(chunk)
-        if self.path is None and len(self.buffer) + len(chunk) <= self.threshold:
-            self.buffer += chunk
-            return
-        try:
-            if self.file is None:
+        if self.file is None and (self.to_file or len(self.buffer) + len(chunk) > self.threshold):
+            try:
                 # Opened here, not in a thread: a cancelled threaded open would leak the handle.
                 self.file = self._open()
-                await asyncio.to_thread(self.file.write, self.buffer)
-                self.buffer = bytearray()
-            await asyncio.to_thread(self.file.write, chunk)
+            except OSError as exc:
+                raise _spool_error(exc, self.spool_dir) from exc
+        self.buffer += chunk
+        if self.file is not None and len(self.buffer) >= SPOOL_WRITE:
+            await self._flush_buffer()
+
+    async def _flush_buffer(self) -> None:
+        """Write what is buffered to the spool file, in a thread (one hop per SPOOL_WRITE)."""
+        assert self.file is not None
+        data, self.buffer = self.buffer, bytearray()
+        try:
+            await asyncio.to_thread(self.file.write, data)
         except OSError as exc:
             raise _spool_error(exc, self.spool_dir) from exc
 
@@ -256,6 +270,7 @@ class _Spool:
         if self._part_fill:
             self.part_sums.append(base64.b64encode(self._part.digest()).decode())
         if self.file is not None:
+            await self._flush_buffer()
             try:
                 await asyncio.to_thread(self.file.flush)
             except OSError as exc:
@@ -443,9 +458,12 @@ class S3Storage:
         metadata: Mapping[str, str] | None = None,
         replace: bool = False,
         sidecar: Sidecar | None = None,  # written by the caller: a separate object on S3
+        size_hint: int | None = None,
     ) -> StoredObject:
         full = self._full(key)
-        spool = _Spool(self.cfg.multipart_threshold, self.cfg.part_size, self.cfg.spool_dir)
+        spool = _Spool(
+            self.cfg.multipart_threshold, self.cfg.part_size, self.cfg.spool_dir, size_hint
+        )
         try:
             async for chunk in body:
                 await spool.write(chunk)
