@@ -6,7 +6,8 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   leaves nothing behind (temp files removed, multipart uploads aborted).
 * ``put`` is idempotent per key: putting the same bytes again is a no-op; different bytes at an
   existing key raise :class:`~archiver.errors.ArchiveConflict` naming both checksums, unless
-  ``replace=True`` (used only for sidecars, never for audio).
+  ``replace=True`` (used only for sidecars, never for audio), which writes without looking at
+  what is there (so the same bytes may be written again).
 * ``put`` consumes ``body`` exactly once and returns the size and SHA-256 of what it stored.
 * ``verify`` proves an archived copy: it raises VerificationFailed unless the store holds
   exactly ``size`` bytes with ``sha256`` at ``key`` (and whatever protection the backend is

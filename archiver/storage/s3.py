@@ -464,24 +464,28 @@ class S3Storage:
         spool = _Spool(
             self.cfg.multipart_threshold, self.cfg.part_size, self.cfg.spool_dir, size_hint
         )
+        # With replace (sidecars) whatever is there gives way, so it is not looked at first:
+        # one request less per recording. Same bytes again make a version with the same bytes
+        # in a versioned bucket; that only happens when a put is repeated after a crash.
+        # Otherwise the existence check runs while the body streams in: one round trip hidden.
+        looking = None if replace else asyncio.ensure_future(self._head(full))
         try:
             async for chunk in body:
                 await spool.write(chunk)
             sha = await spool.finish()
             stored = StoredObject(key, spool.size, sha)
-            existing = await self._head(full)
+            existing = None if looking is None else await looking
             if existing is not None:
                 old = await self._held(key, existing, stored.size)
                 if (old.size, old.sha256) == (stored.size, stored.sha256):
-                    # Same bytes already archived: a no-op, even with replace (no new version).
+                    # Same bytes already archived: a no-op, no new version.
                     log.debug("storage.put_skipped", key=full, reason="same bytes")
                     return stored
-                if not replace:
-                    raise ArchiveConflict(
-                        f"{self.describe(key)} already holds different bytes "
-                        f"(sha256 {old.sha256 or 'unknown'}, {old.size} bytes); refusing to "
-                        f"overwrite with sha256 {sha}, {stored.size} bytes"
-                    )
+                raise ArchiveConflict(
+                    f"{self.describe(key)} already holds different bytes "
+                    f"(sha256 {old.sha256 or 'unknown'}, {old.size} bytes); refusing to "
+                    f"overwrite with sha256 {sha}, {stored.size} bytes"
+                )
             args = self._put_args(full, content_type, metadata or {}, sha)
             if spool.spooled:
                 await self._put_multipart(full, spool, args)
@@ -496,6 +500,11 @@ class S3Storage:
             return stored
         finally:
             spool.close()
+            if looking is not None and not looking.done():
+                looking.cancel()  # the body failed first
+                await asyncio.wait([looking])
+            if looking is not None and not looking.cancelled():
+                looking.exception()  # retrieved: the error already raised matters more
 
     def _put_args(
         self, full: str, content_type: str, metadata: Mapping[str, str], sha: str
