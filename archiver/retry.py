@@ -94,8 +94,22 @@ async def retrying(
 ) -> T:
     """Call ``fn`` until it succeeds, raises a permanent error, or the bounds are reached.
 
-    The last error is re-raised as it was (not wrapped in tenacity's RetryError).
+    The last error is re-raised as it was (not wrapped in tenacity's RetryError). The first
+    call is made directly: tenacity is only set up once it has failed with a transient error
+    (most calls succeed at once, and this runs several times per recording).
     """
+    try:
+        return await fn()
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        first: list[BaseException] = [exc]
+
+    async def again() -> T:
+        if first:  # tenacity's attempt 1 is the call already made: report its error
+            raise first.pop()
+        return await fn()
+
     n = attempts if attempts is not None else _testing.attempts
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(is_transient),
@@ -105,5 +119,5 @@ async def retrying(
         reraise=True,
     ):
         with attempt:
-            return await fn()
+            return await again()
     raise AssertionError("unreachable")  # pragma: no cover

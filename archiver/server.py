@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from archiver.config import parse_listen
 from archiver.errors import ConfigError
 from archiver.metrics import REGISTRY
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = structlog.get_logger("archiver.server")
 
@@ -66,6 +67,10 @@ class Health:
 
 
 def make_app(health: Health) -> web.Application:
+    # Imported here: a `sync` without an endpoint never needs the server half of aiohttp.
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
     async def metrics(_request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -103,6 +108,8 @@ class HealthServer:
     async def __aenter__(self) -> HealthServer:
         if self.address is None:
             return self
+        from aiohttp import web
+
         self._runner = web.AppRunner(make_app(self.health), access_log=None)
         await self._runner.setup()
         host, port = self.address

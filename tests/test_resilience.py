@@ -66,6 +66,19 @@ async def test_transient_errors_are_retried_and_logged_permanent_ones_not(
         assert len(sim.requests) == calls_before + 1  # a 401 is never retried
 
 
+async def test_attempt_bound_counts_the_first_call(sim: RestcommSimulator) -> None:
+    # The first call runs outside tenacity; it still counts as attempt 1 of `attempts`.
+    sim.generate(1, start=NOW - timedelta(hours=1))
+    sim.inject(path="Recordings.json", status=503, times=None)
+    async with RestcommClient(sim.base_url, sim.account_sid, sim.auth_token) as c:
+        before = len(sim.requests)
+        with capture_logs() as logs, pytest.raises(Exception, match="503"):
+            await retry.retrying("list_page", lambda: c.list_page(0, 10, None), attempts=3)
+        assert len(sim.requests) == before + 3
+        attempts = [e["attempt"] for e in logs if e["event"] == "retry.scheduled"]
+        assert attempts == [1, 2]
+
+
 async def test_rate_limit_caps_requests_across_workers() -> None:
     limiter = RateLimiter(20.0)
     start = time.monotonic()

@@ -60,6 +60,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dirs(path: Path) -> None:
+    """Create ``path`` and any missing parents, each made durable in its parent folder."""
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another thread was first
+            folder.mkdir()
+        _fsync_dir(folder.parent)
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, creating ``dst``'s folder only when it is missing (the rename
+    says so): no mkdir, which locks the parent folder, on every put."""
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:
+        _make_dirs(dst.parent)
+        os.replace(src, dst)
+
+
 def _hash_file(path: Path) -> tuple[int, str]:
     h = hashlib.sha256()
     size = 0
@@ -213,9 +235,10 @@ class LocalStorage:
                 fh.flush()
                 os.fsync(fh.fileno())
             return self._commit(tmp, final, stored, replace, sidecar)
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            raise
 
     def _finish(
         self,
@@ -233,9 +256,10 @@ class LocalStorage:
             finally:
                 fh.close()
             return self._commit(tmp, final, stored, replace, sidecar)
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            raise
 
     def _commit(
         self,
@@ -246,10 +270,10 @@ class LocalStorage:
         sidecar: Sidecar | None = None,
     ) -> StoredObject:
         """Rename into place (or find the same bytes there), store the sidecar, fsync the folder
-        once for both, and read the audio back: one thread hop for the whole durable step."""
-        final.parent.mkdir(parents=True, exist_ok=True)
+        once for both, and read the audio back: one thread hop for the whole durable step.
+        ``tmp`` is gone (renamed into place) when this returns."""
         read_back = False
-        if final.exists() and not replace:
+        if not replace and final.exists():
             size, sha = _hash_file(final)
             if (size, sha) != (stored.size, stored.sha256):
                 raise ArchiveConflict(
@@ -257,8 +281,9 @@ class LocalStorage:
                     f"refusing to overwrite with sha256 {stored.sha256}, {stored.size} bytes"
                 )
             read_back = True  # same bytes already archived: a no-op, and just re-read
+            tmp.unlink()
         else:
-            os.replace(tmp, final)
+            _move(tmp, final)
         if sidecar is not None:
             side_tmp = tmp.with_name(tmp.name + ".json")
             try:
@@ -267,9 +292,10 @@ class LocalStorage:
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(side_tmp, final.with_name(final.name + ".json"))
-            finally:
+            except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     side_tmp.unlink()
+                raise
         _fsync_dir(final.parent)
         if not read_back:
             compare(stored.key, self._read_back(final), stored.size, stored.sha256, str(final))
