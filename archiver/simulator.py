@@ -394,6 +394,8 @@ class RestcommSimulator:
         self.on_list: Callable[[int], Awaitable[None] | None] | None = None
         self.on_delete: Callable[[SimRecording], None] | None = None
         self.latency = 0.0  # seconds added to every answer (benchmarks: a WAN round trip)
+        self.in_flight = 0  # requests being answered now, and the most there ever were
+        self.peak_in_flight = 0
         self.base_url = ""
         self.storage_origin = ""
         self._sid_rng = random.Random(f"sid:{seed}")
@@ -665,6 +667,8 @@ class RestcommSimulator:
         authorized = self._check_auth(request)
         fault = self._take_fault(request.method, request.path)
         status = 500
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             if self.latency > 0:  # a platform across a network, not next door
                 await asyncio.sleep(self.latency)
@@ -686,6 +690,7 @@ class RestcommSimulator:
             status = reply.status
             return await self._send(request, reply, fault)
         finally:
+            self.in_flight -= 1
             self._record(request, authorized, status, fault is not None)
 
     async def _send(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -217,6 +217,33 @@ def _covering_page(lo: int, hi: int) -> tuple[int, int]:
         size += 1
 
 
+class _SourceSlot:
+    """One download slot, held from the request until the body's last byte has arrived."""
+
+    def __init__(self, slots: asyncio.Semaphore | None) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def __aenter__(self) -> _SourceSlot:
+        if self._slots is not None:
+            await self._slots.acquire()
+            self._held = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held and self._slots is not None:
+            self._held = False
+            self._slots.release()
+
+    async def released_at_end(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in body:
+            yield chunk
+        self.release()  # the source is done with; what is left is the archive's work
+
+
 class Syncer:
     """Runs passes. Holds no state between passes beyond what the ledger holds."""
 
@@ -238,6 +265,7 @@ class Syncer:
         self.due_total = 0  # recordings this pass set out to transfer (for progress)
         self.journal = journal
         self._end_date: date | None = None
+        self._source: asyncio.Semaphore | None = None  # download slots of the running pass
         self.on_progress: Callable[[PassResult, Row | None], None] | None = None
 
     def now(self) -> datetime:
@@ -360,11 +388,14 @@ class Syncer:
         else:
 
             async def transfer() -> StoredObject:
-                async with self.client.media(rec.sid, rec.ext) as body:
+                async with (
+                    _SourceSlot(self._source) as slot,
+                    self.client.media(rec.sid, rec.ext) as body,
+                ):
                     ctype = "video/mp4" if rec.ext == "mp4" else "audio/x-wav"
                     done = await self.storage.put(
                         key,
-                        body,
+                        slot.released_at_end(body),
                         content_type=ctype,
                         metadata=object_metadata(rec),
                         sidecar=sidecar_for,
@@ -469,8 +500,16 @@ class Syncer:
         )
 
     async def transfer_due(self, result: PassResult, stopping: asyncio.Event) -> None:
-        """Archive every row that is due now, ``concurrency`` at a time."""
-        limit = asyncio.Semaphore(self.cfg.source.concurrency)
+        """Archive every row that is due now: ``concurrency`` downloads at a time.
+
+        A recording gives its download slot back as soon as its body is in, so the next
+        download starts while the archive makes the previous one durable; at most twice
+        ``concurrency`` recordings are in flight (memory stays bounded: a body over 1 MiB
+        streams through a temp file or spool).
+        """
+        concurrency = self.cfg.source.concurrency
+        self._source = asyncio.Semaphore(concurrency)
+        limit = asyncio.Semaphore(2 * concurrency)
         self.due_total = await self.ledger.count_due(self.clock(), self.cfg.source.max_attempts)
         after: tuple[float, str] | None = None  # a cursor, so memory does not grow with work
 

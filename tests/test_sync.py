@@ -240,6 +240,20 @@ async def test_cancelled_pass_resumes_without_repeats(
     assert_archive_matches(sim, cfg)
 
 
+async def test_concurrency_bounds_downloads_from_the_source(
+    sim: RestcommSimulator, config_for: Callable[..., Config]
+) -> None:
+    # A recording gives its download slot back once its body is in (the archive's durable
+    # step does not hold it), but the source never sees more than `concurrency` at once.
+    sim.generate(24, start=NOW - timedelta(hours=2), spacing=timedelta(minutes=2))
+    sim.inject(path=r"\.wav", delay=0.03, times=None)
+    cfg = config_for(sim, concurrency=3)
+    result = await Harness(cfg).pass_()
+    assert result.verified == 24
+    assert sim.peak_in_flight == 3
+    assert_archive_matches(sim, cfg)
+
+
 def test_covering_page_contains_the_range() -> None:
     for lo in range(0, 60):
         for hi in range(lo, lo + 40):
