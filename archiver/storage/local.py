@@ -83,13 +83,31 @@ def _move(src: Path, dst: Path) -> None:
 
 
 def _hash_file(path: Path) -> tuple[int, str]:
+    # os-level calls, not open(): no buffer object, isatty probe or seek. In a worker thread
+    # every system call hands the GIL back and forth, so fewer calls is less waiting.
     h = hashlib.sha256()
     size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(DEFAULT_READ_CHUNK):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while chunk := os.read(fd, DEFAULT_READ_CHUNK):
             h.update(chunk)
             size += len(chunk)
+    finally:
+        os.close(fd)
     return size, h.hexdigest()
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist), write ``data`` and fsync it: os-level calls only."""
+    # 0o666 less the umask, as open() does
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write(fh: BinaryIO, h: Any, chunks: list[bytes]) -> None:
@@ -230,10 +248,7 @@ class LocalStorage:
         data = b"".join(chunks)
         stored = StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
         try:
-            with open(tmp, "xb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            _write_new(tmp, data)
             return self._commit(tmp, final, stored, replace, sidecar)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -287,10 +302,7 @@ class LocalStorage:
         if sidecar is not None:
             side_tmp = tmp.with_name(tmp.name + ".json")
             try:
-                with open(side_tmp, "xb") as fh:
-                    fh.write(sidecar(stored))
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                _write_new(side_tmp, sidecar(stored))
                 os.replace(side_tmp, final.with_name(final.name + ".json"))
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
