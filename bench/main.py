@@ -691,7 +691,18 @@ def build_ledger(path: Path, rows: int, sim: Simulator) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def machine() -> dict[str, str]:
+def filesystem(path: Path) -> str:
+    """Type and mount options of the file system holding ``path`` (from /proc/mounts)."""
+    best, found = "", "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _dev, mount, kind, options, *_ = line.split()
+            if str(path.resolve()).startswith(mount) and len(mount) >= len(best):
+                best, found = mount, f"{kind} ({options})"
+    return found
+
+
+def machine(work: Path) -> dict[str, str]:
     cpu = "?"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -712,6 +723,7 @@ def machine() -> dict[str, str]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "packages": ", ".join(versions),
+        "work folder": f"{work}, {filesystem(work)}",
     }
 
 
@@ -746,7 +758,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds per scenario")
     p.add_argument("--only", default="12345", help="scenarios to run, e.g. 13")
     p.add_argument("--results", default="", help="write the report (markdown) here")
-    p.add_argument("--work", default="", help="work folder (default: a temp folder, removed)")
+    p.add_argument(
+        "--work",
+        default="",
+        help="work folder (default: a temp folder, removed); on ext4 without a journal, use a "
+        "folder where nothing was deleted in the last minutes: ext4 then skips recently freed "
+        "inodes one by one on every create",
+    )
     args = p.parse_args(argv)
     quick = args.quick
     rounds = args.rounds or (1 if quick else 2)
@@ -766,9 +784,9 @@ def main(argv: list[str] | None = None) -> int:
     # an editable install would otherwise compile its modules again in every contender's run.
     subprocess.run([PY, "-m", "compileall", "-q", "archiver", "bench"], check=True)
     b = Bench(work, args.concurrency, rounds)
-    info = machine()
+    info = machine(work)
     for k, v in info.items():
-        print(f"{k:<9} {v}")
+        print(f"{k:<12} {v}")
     try:
         if "1" in args.only:
             n, size = sizes["s1"]
