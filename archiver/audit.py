@@ -51,6 +51,24 @@ def _line_hash(raw: bytes) -> str:
     return hashlib.sha256(raw.rstrip(b"\n")).hexdigest()
 
 
+def last_line(path: Path, block: int = 65536) -> bytes:
+    """The last complete line of ``path`` (b"" when empty), read backwards from the end: opening
+    a journal of years costs the same as opening a new one (``audit verify`` reads it all)."""
+    with path.open("rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        tail = b""
+        pos = end
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            tail = fh.read(step) + tail
+            cut = tail.rfind(b"\n", 0, len(tail) - 1)  # the newline before the last line
+            if cut >= 0:
+                return tail[cut + 1 :]
+        return tail
+
+
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     with path.open("rb") as fh:
         yield from enumerate(fh, start=1)
@@ -80,8 +98,9 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
                 self._repair_tail()
-                for _number, raw in iter_lines(self.path):
-                    self.head = Head(json.loads(raw)["seq"], _line_hash(raw))
+                last = last_line(self.path)
+                if last:
+                    self.head = Head(int(json.loads(last)["seq"]), _line_hash(last))
             self._fh = self.path.open("ab")
         except (OSError, ValueError, KeyError) as exc:
             raise LedgerError(f"cannot open the audit journal {self.path}: {exc}") from exc
