@@ -287,6 +287,8 @@ class RestcommClient:
         logs.register_secret(auth_token)
         logs.register_secret(self._auth.split(" ", 1)[1])  # the header form, base64
         self._origin = origin_of(self.base_url)
+        # URLs built here start with this; their authority is the configured one by construction
+        self._own_prefix = f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}/"
         self._timeout = timeout
         self.server_tz = server_tz
         self.configured_tz = server_tz is not None
@@ -320,7 +322,9 @@ class RestcommClient:
 
     def _headers_for(self, url: str, accept: str) -> dict[str, str]:
         headers = {"Accept": accept}
-        if origin_of(url) == self._origin:  # credentials never leave the configured origin
+        # credentials never leave the configured origin (the prefix test spares a URL parse
+        # for the URLs built here; a redirect's Location is parsed)
+        if url.startswith(self._own_prefix) or origin_of(url) == self._origin:
             headers["Authorization"] = self._auth
         return headers
 
