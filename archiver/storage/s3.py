@@ -34,10 +34,11 @@ import hashlib
 import math
 import os
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 import structlog
@@ -75,6 +76,7 @@ from archiver.storage.base import (
 )
 
 log = structlog.get_logger("archiver.storage.s3")
+T = TypeVar("T")
 
 DEFAULT_READ_CHUNK = 1024 * 1024
 DEFAULT_STALE_UPLOAD_AGE = timedelta(minutes=1)
@@ -202,8 +204,14 @@ class _Spool:
     """One put's body: hashed as it arrives, in memory up to the threshold, then in a file."""
 
     def __init__(
-        self, threshold: int, part_size: int, spool_dir: str, expect: int | None = None
+        self,
+        threshold: int,
+        part_size: int,
+        spool_dir: str,
+        expect: int | None = None,
+        io: Executor | None = None,
     ) -> None:
+        self.io = io  # the thread for spool file I/O (None: asyncio's default pool)
         self.threshold = threshold
         self.part_size = part_size
         self.spool_dir = spool_dir
@@ -242,9 +250,12 @@ class _Spool:
         assert self.file is not None
         data, self.buffer = self.buffer, bytearray()
         try:
-            await asyncio.to_thread(self.file.write, data)
+            await self.run(self.file.write, data)
         except OSError as exc:
             raise _spool_error(exc, self.spool_dir) from exc
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
     def _open(self) -> BinaryIO:
         fd, name = tempfile.mkstemp(
@@ -272,7 +283,7 @@ class _Spool:
         if self.file is not None:
             await self._flush_buffer()
             try:
-                await asyncio.to_thread(self.file.flush)
+                await self.run(self.file.flush)
             except OSError as exc:
                 raise _spool_error(exc, self.spool_dir) from exc
         return self._sha.hexdigest()
@@ -318,6 +329,10 @@ class S3Storage:
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._aborts: set[asyncio.Task[None]] = set()
+        # One thread for every spool read and write: parts of 16 MiB allocated in several
+        # threads left one freed part resident per thread (the C allocator keeps a heap per
+        # thread), so peak memory varied by a part or more from run to run.
+        self._io: ThreadPoolExecutor | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -349,6 +364,7 @@ class S3Storage:
             self._client = None
             raise
         self._stack = stack
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archiver-spool")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -358,6 +374,9 @@ class S3Storage:
         finally:
             stack, self._stack = self._stack, None
             self._client = None
+            io, self._io = self._io, None
+            if io is not None:
+                io.shutdown(wait=False)
             if stack is not None:
                 await stack.aclose()
 
@@ -462,7 +481,11 @@ class S3Storage:
     ) -> StoredObject:
         full = self._full(key)
         spool = _Spool(
-            self.cfg.multipart_threshold, self.cfg.part_size, self.cfg.spool_dir, size_hint
+            self.cfg.multipart_threshold,
+            self.cfg.part_size,
+            self.cfg.spool_dir,
+            size_hint,
+            self._io,
         )
         # With replace (sidecars) whatever is there gives way, so it is not looked at first:
         # one request less per recording. Same bytes again make a version with the same bytes
@@ -554,7 +577,7 @@ class S3Storage:
             parts: list[dict[str, Any]] = []
             for number in range(1, parts_needed + 1):
                 try:
-                    data = await asyncio.to_thread(spool.read_part, number)
+                    data = await spool.run(spool.read_part, number)
                 except OSError as exc:
                     raise _spool_error(exc, spool.spool_dir) from exc
                 checksum = spool.part_sums[number - 1]
