@@ -504,8 +504,8 @@ class Syncer:
 
         A recording gives its download slot back as soon as its body is in, so the next
         download starts while the archive makes the previous one durable; at most twice
-        ``concurrency`` recordings are in flight (memory stays bounded: a body over 1 MiB
-        streams through a temp file or spool).
+        ``concurrency`` recordings are in flight, each holding no more than its backend buffers
+        (1 MiB on local disk; up to ``multipart_threshold`` on S3).
         """
         concurrency = self.cfg.source.concurrency
         self._source = asyncio.Semaphore(concurrency)
