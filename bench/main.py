@@ -766,17 +766,17 @@ def machine(work: Path) -> dict[str, str]:
 
 def table(b: Bench) -> str:
     """The best run of each contender per scenario, archiver's ratio to it, and every round's
-    rate (how much the machine moved between rounds: a ratio inside that spread is noise)."""
+    MB/s (how much the machine moved between rounds: a ratio inside that spread is noise)."""
     best: dict[tuple[str, str], Run] = {}
     rounds: dict[tuple[str, str], list[float]] = {}
     for run in b.runs:
         key = (run.scenario, run.contender)
-        rounds.setdefault(key, []).append(run.rate)
+        rounds.setdefault(key, []).append(run.mbps)
         if key not in best or run.rate > best[key].rate:
             best[key] = run
     lines = [
         "| scenario | contender | recordings/s | MB/s | CPU s | peak RSS MB | server CPU s "
-        "| archiver ÷ this | recordings/s of each round |",
+        "| archiver ÷ this | MB/s of each round |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (scenario, contender), run in best.items():

@@ -24,7 +24,7 @@ def test_table_ratios_are_archiver_over_contender(tmp_path: Path) -> None:
     assert "| 1. short | bare aiohttp (limit) | 100.0 | 100.0 |" in text
     assert text.count("archiver sync") == 1  # best of the rounds only
     assert "| 0.50x | 100.0 |" in text
-    assert "| 50.0, 25.0 |" in text  # every round's rate, not only the best
+    assert "| 50.0, 25.0 |" in text  # every round's MB/s, not only the best
     assert "| 5. ledger | `archiver status` | 300 ms |" in text
 
 
