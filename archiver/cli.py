@@ -128,8 +128,9 @@ async def cmd_sync(cfg: Config) -> int:
 
 def _print_pass(result: PassResult) -> None:
     s = result.summary()
+    reread = f", {s['reread']} re-read" if s["reread"] else ""
     print(
-        f"listed {s['listed']} (new {s['new']}, invalid {s['invalid']}), "
+        f"listed {s['listed']} (new {s['new']}, invalid {s['invalid']}{reread}), "
         f"archived {s['archived']}, verified {s['verified']}, failed {s['failed']}, "
         f"{result.bytes / 1e6:.1f} MB in {s['duration_s']}s; watermark {s['watermark']}"
     )

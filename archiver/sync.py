@@ -71,7 +71,8 @@ FATAL = (SourceAuthError, StorageDenied, LedgerError)
 
 @dataclass
 class ScanResult:
-    listed: int = 0
+    listed: int = 0  # items on the listing's pages (a recording shifted across pages counts twice)
+    reread: int = 0  # items on pages that re-read a same-second group (seen already, mostly)
     new: int = 0
     invalid: int = 0
     pages: int = 0
@@ -103,6 +104,7 @@ class PassResult:
     def summary(self) -> dict[str, object]:
         return {
             "listed": self.scan.listed,
+            "reread": self.scan.reread,
             "new": self.scan.new,
             "invalid": self.scan.invalid,
             "pages": self.scan.pages,
@@ -324,11 +326,16 @@ class Syncer:
             break
         return result
 
-    async def _record(self, items: list[Recording | InvalidItem], result: ScanResult) -> None:
+    async def _record(
+        self, items: list[Recording | InvalidItem], result: ScanResult, *, reread: bool = False
+    ) -> None:
         new, invalid = await self.ledger.upsert_listed(items, self.clock())
         result.new += new
         result.invalid += invalid
-        result.listed += len(items)
+        if reread:
+            result.reread += len(items)
+        else:
+            result.listed += len(items)
         cap = self.now()
         for item in items:
             if isinstance(item, Recording):
@@ -359,7 +366,7 @@ class Syncer:
             page_no, size = _covering_page(max(lo - margin, 0), top + margin)
             page = await self._page(page_no, size, start)
             result.pages += 1
-            await self._record(page.items, result)
+            await self._record(page.items, result, reread=True)
             stamps = [x.date_created for x in page.items if isinstance(x, Recording)]
             idx = [i for i, s in enumerate(stamps) if s == t]
             if not idx:

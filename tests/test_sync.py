@@ -97,6 +97,9 @@ async def test_more_than_a_page_in_one_second_across_boundaries(
     result = await Harness(cfg).pass_()
     assert result.scan.complete
     assert_archive_matches(sim, cfg)
+    # what the listing showed is counted once; the covering re-reads apart
+    assert result.scan.listed == 87 and result.scan.new == 87
+    assert result.scan.reread >= 3 * 25
 
 
 async def test_late_arrival_inside_lookback_is_archived(
