@@ -55,9 +55,8 @@ def last_line(path: Path, block: int = 65536) -> bytes:
     """The last complete line of ``path`` (b"" when empty), read backwards from the end: opening
     a journal of years costs the same as opening a new one (``audit verify`` reads it all)."""
     with path.open("rb") as fh:
-        end = fh.seek(0, os.SEEK_END)
+        pos = fh.seek(0, os.SEEK_END)
         tail = b""
-        pos = end
         while pos > 0:
             step = min(block, pos)
             pos -= step

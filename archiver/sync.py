@@ -222,21 +222,20 @@ def _covering_page(lo: int, hi: int) -> tuple[int, int]:
 class _SourceSlot:
     """One download slot, held from the request until the body's last byte has arrived."""
 
-    def __init__(self, slots: asyncio.Semaphore | None) -> None:
+    def __init__(self, slots: asyncio.Semaphore) -> None:
         self._slots = slots
         self._held = False
 
     async def __aenter__(self) -> _SourceSlot:
-        if self._slots is not None:
-            await self._slots.acquire()
-            self._held = True
+        await self._slots.acquire()
+        self._held = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
 
     def release(self) -> None:
-        if self._held and self._slots is not None:
+        if self._held:
             self._held = False
             self._slots.release()
 
@@ -267,7 +266,8 @@ class Syncer:
         self.due_total = 0  # recordings this pass set out to transfer (for progress)
         self.journal = journal
         self._end_date: date | None = None
-        self._source: asyncio.Semaphore | None = None  # download slots of the running pass
+        # download slots: every slot is given back when its transfer ends, pass or no pass
+        self._source = asyncio.Semaphore(cfg.source.concurrency)
         self.on_progress: Callable[[PassResult, Row | None], None] | None = None
 
     def now(self) -> datetime:
@@ -514,9 +514,7 @@ class Syncer:
         ``concurrency`` recordings are in flight, each holding no more than its backend buffers
         (1 MiB on local disk; up to ``multipart_threshold`` on S3).
         """
-        concurrency = self.cfg.source.concurrency
-        self._source = asyncio.Semaphore(concurrency)
-        limit = asyncio.Semaphore(2 * concurrency)
+        limit = asyncio.Semaphore(2 * self.cfg.source.concurrency)
         self.due_total = await self.ledger.count_due(self.clock(), self.cfg.source.max_attempts)
         after: tuple[float, str] | None = None  # a cursor, so memory does not grow with work
 
