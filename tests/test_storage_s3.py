@@ -9,10 +9,11 @@ import asyncio
 import base64
 import hashlib
 import tracemalloc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from botocore.exceptions import ClientError
@@ -26,7 +27,7 @@ from archiver.errors import (
     VerificationFailed,
 )
 from archiver.storage import open_storage
-from archiver.storage.base import Storage, single_chunk
+from archiver.storage.base import Storage, StoredObject, single_chunk
 from archiver.storage.s3 import S3Storage, _from_client_error
 from tests import s3_servers
 from tests.s3_servers import S3Server, free_port
@@ -39,6 +40,7 @@ seaweedfs_s3 = s3_servers.seaweedfs_s3
 
 MiB = 2**20
 Env = Callable[..., None]
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["moto", "seaweedfs"])
@@ -453,6 +455,23 @@ def test_client_errors_translated(code: str, status: int, kind: type[StorageErro
 # -- memory ------------------------------------------------------------------------------------
 
 
+async def repeated(size: int) -> AsyncIterator[bytes]:
+    """``size`` bytes in 1 MiB blocks, the same object each time: the source costs nothing."""
+    block = payload(MiB)
+    for _ in range(size // MiB):
+        yield block
+
+
+async def peak_memory(work: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+    """What ``work`` returns, and the peak of Python allocations while it ran."""
+    tracemalloc.start()
+    try:
+        result = await work()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 async def test_large_body_streams_in_bounded_memory(
     moto_s3: S3Server,
     aws_env: Env,
@@ -461,20 +480,15 @@ async def test_large_body_streams_in_bounded_memory(
     aws_env(moto_s3)
     bucket = await moto_s3.create_bucket()
     size = 200 * MiB
-    block = payload(MiB)
-
-    async def body() -> AsyncIterator[bytes]:
-        for _ in range(size // MiB):
-            yield block  # the same object each time: the source itself costs nothing
 
     async with S3Storage(s3_config(moto_s3, bucket, tmp_path / "spool")) as s3:
-        tracemalloc.start()
-        try:
-            got = await s3.put(KEY, body(), content_type="audio/wav", metadata=META)
+
+        async def put_and_verify() -> StoredObject:
+            got = await s3.put(KEY, repeated(size), content_type="audio/wav", metadata=META)
             await s3.verify(KEY, size, got.sha256, deep=True)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+            return got
+
+        got, peak = await peak_memory(put_and_verify)
         assert got.size == size
         assert peak < 40 * MiB, f"peak {peak / MiB:.0f} MiB for a {size // MiB} MiB body"
         await s3.delete(KEY)  # moto keeps objects in memory
@@ -490,24 +504,14 @@ async def test_declared_large_body_is_spooled_from_its_first_byte(
     aws_env(moto_s3)
     bucket = await moto_s3.create_bucket()
     size, threshold = 48 * MiB, 32 * MiB
-    block = payload(MiB)
-
-    async def body() -> AsyncIterator[bytes]:
-        for _ in range(size // MiB):
-            yield block
-
     cfg = s3_config(moto_s3, bucket, tmp_path / "spool", multipart_threshold=threshold)
     peaks = {}
     async with S3Storage(cfg) as s3:
         for hint in (None, size):
-            tracemalloc.start()
-            try:
-                got = await s3.put(
-                    KEY, body(), content_type="audio/wav", metadata=META, size_hint=hint
-                )
-                _, peaks[hint] = tracemalloc.get_traced_memory()
-            finally:
-                tracemalloc.stop()
+            put = partial(
+                s3.put, KEY, repeated(size), content_type="audio/wav", metadata=META, size_hint=hint
+            )
+            got, peaks[hint] = await peak_memory(put)
             assert got.size == size
             await s3.verify(KEY, size, got.sha256)
             await s3.delete(KEY)
