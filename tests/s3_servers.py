@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.metadata
+import io
 import os
 import signal
 import socket
@@ -316,3 +317,85 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., No
         monkeypatch.setenv("AWS_DEFAULT_REGION", server.region)
 
     return use
+
+
+@dataclass
+class Seen:
+    """One request that went through an :class:`S3Proxy`."""
+
+    method: str
+    path: str
+    if_none_match: str | None
+    status: int
+
+
+class S3Proxy:
+    """A reverse proxy on 127.0.0.1 in front of an S3 server: it records every request.
+
+    ``strip`` lists request headers it drops on the way, to play a store that ignores them
+    (only in front of moto, which does not check signatures). Bodies are passed whole: for
+    small test objects only.
+    """
+
+    def __init__(self, upstream: S3Server, *, strip: tuple[str, ...] = ()) -> None:
+        self.upstream = upstream
+        self.strip = {h.lower() for h in strip}
+        self.seen: list[Seen] = []
+        self.endpoint_url = ""
+        self._runner: Any = None
+        self._session: Any = None
+
+    async def __aenter__(self) -> S3Proxy:
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.endpoint_url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+        await self._session.close()
+
+    async def _forward(self, request: Any) -> Any:
+        from aiohttp import web
+
+        skip = {"host", "content-length", "transfer-encoding", *self.strip}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        body = await request.read()
+        url = self.upstream.endpoint_url + request.rel_url.raw_path_qs
+        async with self._session.request(
+            request.method, url, headers=headers, data=io.BytesIO(body), allow_redirects=False
+        ) as resp:
+            data = await resp.read()
+            out = web.StreamResponse(status=resp.status)
+            for k, v in resp.headers.items():
+                if k.lower() not in {"content-length", "transfer-encoding", "connection"}:
+                    out.headers[k] = v
+            # HEAD answers carry the object's length with no body
+            out.content_length = int(resp.headers.get("Content-Length", len(data)))
+            self.seen.append(
+                Seen(
+                    request.method,
+                    request.rel_url.path,
+                    request.headers.get("If-None-Match")
+                    if "if-none-match" not in self.strip
+                    else None,
+                    resp.status,
+                )
+            )
+            await out.prepare(request)
+            if request.method != "HEAD":
+                await out.write(data)
+            await out.write_eof()
+            return out
+
+    def on(self, key: str) -> list[tuple[str, str | None, int]]:
+        """(method, If-None-Match, status) of every request for an object key ending ``key``."""
+        return [(s.method, s.if_none_match, s.status) for s in self.seen if s.path.endswith(key)]

@@ -30,7 +30,7 @@ from archiver.storage import open_storage
 from archiver.storage.base import Storage, StoredObject, single_chunk
 from archiver.storage.s3 import S3Storage, _from_client_error
 from tests import s3_servers
-from tests.s3_servers import S3Server, free_port
+from tests.s3_servers import S3Proxy, S3Server, free_port
 from tests.test_storage_contract import KEY, META, PART, chunks, payload, read_all, s3_config
 
 # The real-server fixtures (session-scoped) and the AWS_* isolation (autouse here).
@@ -248,6 +248,72 @@ async def test_existing_object_without_sha_is_compared_by_content(
             await s3.put(KEY, chunks(payload(4000, seed=9)), content_type="audio/wav")
         with pytest.raises(ArchiveConflict, match="unknown"):  # other size: no need to read
             await s3.put(KEY, chunks(payload(10)), content_type="audio/wav")
+
+
+# -- conditional writes (If-None-Match) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "head-first"])
+async def test_existing_key_is_never_overwritten_either_way(
+    server: S3Server, aws_env: Env, tmp_path: Path, conditional: bool
+) -> None:
+    """Both ways of refusing an overwrite, on both servers: same bytes no-op, else a conflict."""
+    aws_env(server)
+    bucket = await server.create_bucket(versioning=True)
+    cfg = s3_config(server, bucket, tmp_path, conditional_put=conditional)
+    old, new = payload(3000, seed=1), payload(3000, seed=2)
+    async with S3Storage(cfg) as s3, server.client() as raw:
+        assert s3.conditional is conditional  # both servers honour If-None-Match
+        await s3.put(KEY, chunks(old), content_type="audio/wav", metadata=META)
+        assert (await s3.put(KEY, chunks(old), content_type="audio/wav")).size == len(old)
+        with pytest.raises(ArchiveConflict, match=hashlib.sha256(new).hexdigest()):
+            await s3.put(KEY, chunks(new), content_type="audio/wav")
+        versions = await raw.list_object_versions(Bucket=bucket, Prefix="rec/" + KEY)
+        assert len(versions.get("Versions", [])) == 1  # written once, never again
+        assert await read_all(s3, KEY) == old
+        probe = await raw.list_objects_v2(Bucket=bucket, Prefix="rec/.archiver/")
+        assert probe.get("KeyCount", 0) == (1 if conditional else 0)
+
+
+@pytest.mark.parametrize("size", [3000, PART + 1], ids=["single", "multipart"])
+async def test_conditional_put_needs_no_existence_check(
+    moto_s3: S3Server, aws_env: Env, tmp_path: Path, size: int
+) -> None:
+    aws_env(moto_s3)
+    bucket = await moto_s3.create_bucket()
+    data = payload(size)
+    async with S3Proxy(moto_s3) as proxy:
+        cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
+        async with S3Storage(cfg) as s3:
+            assert s3.conditional
+            await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
+            written = proxy.on(KEY)
+            writer = "POST" if size > PART else "PUT"  # multipart: the completion carries it
+            assert [m for m, _, _ in written if m == "HEAD"] == []
+            assert written[-1] == (writer, "*", 200)
+            proxy.seen.clear()
+            await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
+            again = proxy.on(KEY)
+            assert (writer, "*", 412) in again  # refused by the store,
+            assert again[-1][0] == "HEAD"  # then looked at: same bytes, a no-op
+            assert await uploads(moto_s3, bucket) == []  # a refused multipart upload is aborted
+
+
+async def test_store_ignoring_if_none_match_gets_a_head_before_every_put(
+    moto_s3: S3Server, aws_env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    aws_env(moto_s3)
+    bucket = await moto_s3.create_bucket()
+    old, new = payload(2000, seed=1), payload(2000, seed=2)
+    async with S3Proxy(moto_s3, strip=("If-None-Match",)) as proxy:
+        cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
+        async with S3Storage(cfg) as s3:
+            assert not s3.conditional  # the probe saw its second write accepted
+            await s3.put(KEY, chunks(old), content_type="audio/wav", metadata=META)
+            assert [m for m, _, _ in proxy.on(KEY)] == ["HEAD", "PUT"]
+            with pytest.raises(ArchiveConflict):
+                await s3.put(KEY, chunks(new), content_type="audio/wav", metadata=META)
+            assert await read_all(s3, KEY) == old
 
 
 # -- configuration: SSE, storage class, Object Lock --------------------------------------------

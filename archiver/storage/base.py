@@ -4,7 +4,8 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
 
 * ``put`` is atomic: no partial object is ever visible at ``key``; a failure or a cancellation
   leaves nothing behind (temp files removed, multipart uploads aborted).
-* ``put`` is idempotent per key: putting the same bytes again is a no-op; different bytes at an
+* ``put`` is idempotent per key: putting the same bytes again is a no-op (nothing new is
+  stored; the bytes may travel and be refused by the store); different bytes at an
   existing key raise :class:`~archiver.errors.ArchiveConflict` naming both checksums, unless
   ``replace=True`` (used only for sidecars, never for audio), which writes without looking at
   what is there (so the same bytes may be written again).

@@ -87,6 +87,8 @@ MAX_PARTS = 10_000  # the S3 limit on parts in one multipart upload
 SPOOL_PREFIX = "archiver-s3-"
 SPOOL_WRITE = 1024 * 1024  # spooled bodies reach the file in writes of about this size
 SHA_META = "sha256"
+PROBE_KEY = ".archiver/conditional-put-probe"
+PROBE_BODY = b"archiver: probe for conditional writes (If-None-Match); safe to delete\n"
 DATE_META = "date-created"
 
 _NOT_FOUND = {"NoSuchKey", "NotFound", "404", "NoSuchVersion"}
@@ -116,6 +118,7 @@ _TRANSIENT = {
     "InternalError",
     "ServiceUnavailable",
     "NoSuchUpload",  # our upload was aborted under us (e.g. by a restarting instance): redo it
+    "ConditionalRequestConflict",  # a concurrent conditional write to the key (AWS, 409)
 }
 
 
@@ -135,6 +138,16 @@ def _from_client_error(exc: ClientError, what: str) -> StorageError:
     if code in _TRANSIENT or status >= 500 or status == 429:
         return StorageUnavailable(detail)
     return StorageError(detail)
+
+
+def _refused_existing(exc: BaseException) -> bool:
+    """A conditional write (``If-None-Match: *``) refused because the key already exists."""
+    cause = exc if isinstance(exc, ClientError) else exc.__cause__
+    if not isinstance(cause, ClientError):
+        return False
+    code = str(cause.response.get("Error", {}).get("Code", ""))
+    status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code == "PreconditionFailed" or status == 412
 
 
 @contextlib.contextmanager
@@ -333,6 +346,8 @@ class S3Storage:
         # threads left one freed part resident per thread (the C allocator keeps a heap per
         # thread), so peak memory varied by a part or more from run to run.
         self._io: ThreadPoolExecutor | None = None
+        # Whether new objects are written with If-None-Match: * (found out on enter)
+        self.conditional = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -357,6 +372,8 @@ class S3Storage:
             await self._check_bucket()
             if self.cfg.object_lock_mode:
                 await self._check_object_lock()
+            if self.cfg.conditional_put:
+                self.conditional = await self._probe_conditional()
             await self._abort_stale_uploads(started - self.stale_upload_age)
             await asyncio.to_thread(self._sweep_spool)
         except BaseException:
@@ -426,6 +443,41 @@ class S3Storage:
         if resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
             raise refuse
 
+    async def _probe_conditional(self) -> bool:
+        """Does the store refuse ``If-None-Match: *`` on a key that exists? One small object.
+
+        Two accepted writes in a row mean the header is ignored (some S3-compatible stores):
+        then every put looks first. A probe that fails for another reason falls back the same
+        way, with a warning: the slower path is the safe one.
+        """
+        full = self.prefix + PROBE_KEY
+        try:
+            for _ in range(2):
+                with _boundary(f"PutObject {self.describe(PROBE_KEY)} (conditional write probe)"):
+                    try:
+                        await self._client.put_object(
+                            Bucket=self.bucket,
+                            Key=full,
+                            Body=PROBE_BODY,
+                            ContentType="text/plain",
+                            ChecksumAlgorithm="SHA256",
+                            IfNoneMatch="*",
+                        )
+                    except ClientError as exc:
+                        if _refused_existing(exc):
+                            log.info("storage.conditional_put", honoured=True)
+                            return True
+                        raise
+        except StorageError as exc:
+            log.warning("storage.conditional_put", honoured=False, reason=f"probe failed: {exc}")
+            return False
+        log.warning(
+            "storage.conditional_put",
+            honoured=False,
+            reason="the store ignores If-None-Match; a HeadObject precedes every put",
+        )
+        return False
+
     async def _abort_stale_uploads(self, cutoff: datetime) -> None:
         stale: list[tuple[str, str]] = []
         with _boundary(f"ListMultipartUploads {self.describe()}"):
@@ -490,37 +542,41 @@ class S3Storage:
         # With replace (sidecars) whatever is there gives way, so it is not looked at first:
         # one request less per recording. Same bytes again make a version with the same bytes
         # in a versioned bucket; that only happens when a put is repeated after a crash.
-        # Otherwise the existence check runs while the body streams in: one round trip hidden.
-        looking = None if replace else asyncio.ensure_future(self._head(full))
+        # Where the store honours If-None-Match the write itself refuses an existing key, and
+        # only a refused write looks at what is there. Otherwise the existence check runs
+        # while the body streams in: one round trip hidden.
+        conditional = self.conditional and not replace
+        looking = None if replace or conditional else asyncio.ensure_future(self._head(full))
         try:
             async for chunk in body:
                 await spool.write(chunk)
             sha = await spool.finish()
             stored = StoredObject(key, spool.size, sha)
             existing = None if looking is None else await looking
-            if existing is not None:
-                old = await self._held(key, existing, stored.size)
-                if (old.size, old.sha256) == (stored.size, stored.sha256):
-                    # Same bytes already archived: a no-op, no new version.
-                    log.debug("storage.put_skipped", key=full, reason="same bytes")
+            if existing is None:
+                args = self._put_args(full, content_type, metadata or {}, sha)
+                try:
+                    await self._write(key, full, spool, args, conditional)
                     return stored
-                raise ArchiveConflict(
-                    f"{self.describe(key)} already holds different bytes "
-                    f"(sha256 {old.sha256 or 'unknown'}, {old.size} bytes); refusing to "
-                    f"overwrite with sha256 {sha}, {stored.size} bytes"
-                )
-            args = self._put_args(full, content_type, metadata or {}, sha)
-            if spool.spooled:
-                await self._put_multipart(full, spool, args)
-            else:
-                with _boundary(f"PutObject {self.describe(key)}"):
-                    await self._client.put_object(
-                        **args,
-                        Body=spool.buffer,
-                        ChecksumAlgorithm="SHA256",
-                        ChecksumSHA256=spool.digest_b64,
+                except StorageError as exc:
+                    if not (conditional and _refused_existing(exc)):
+                        raise
+                existing = await self._head(full)
+                if existing is None:  # there a moment ago: deleted meanwhile, so try again
+                    raise StorageUnavailable(
+                        f"{self.describe(key)}: the store refused to overwrite it, then no "
+                        "longer showed it"
                     )
-            return stored
+            old = await self._held(key, existing, stored.size)
+            if (old.size, old.sha256) == (stored.size, stored.sha256):
+                # Same bytes already archived: a no-op, no new version.
+                log.debug("storage.put_skipped", key=full, reason="same bytes")
+                return stored
+            raise ArchiveConflict(
+                f"{self.describe(key)} already holds different bytes "
+                f"(sha256 {old.sha256 or 'unknown'}, {old.size} bytes); refusing to "
+                f"overwrite with sha256 {sha}, {stored.size} bytes"
+            )
         finally:
             spool.close()
             if looking is not None and not looking.done():
@@ -528,6 +584,22 @@ class S3Storage:
                 await asyncio.wait([looking])
             if looking is not None and not looking.cancelled():
                 looking.exception()  # retrieved: the error already raised matters more
+
+    async def _write(
+        self, key: str, full: str, spool: _Spool, args: dict[str, Any], conditional: bool
+    ) -> None:
+        if conditional:
+            args = {**args, "IfNoneMatch": "*"}
+        if spool.spooled:
+            await self._put_multipart(full, spool, args)
+            return
+        with _boundary(f"PutObject {self.describe(key)}"):
+            await self._client.put_object(
+                **args,
+                Body=spool.buffer,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=spool.digest_b64,
+            )
 
     def _put_args(
         self, full: str, content_type: str, metadata: Mapping[str, str], sha: str
@@ -570,6 +642,10 @@ class S3Storage:
                 f"{spool.part_size} bytes (S3 allows {MAX_PARTS}); raise archive.part_size"
             )
         what = f"multipart upload of s3://{self.bucket}/{full}"
+        # The condition is checked when the upload completes: the object appears only then.
+        args = dict(args)
+        if_none_match = args.pop("IfNoneMatch", None)
+        complete_extra = {"IfNoneMatch": if_none_match} if if_none_match else {}
         with _boundary(f"CreateMultipartUpload {what}"):
             resp = await self._client.create_multipart_upload(**args, ChecksumAlgorithm="SHA256")
         upload_id: str = resp["UploadId"]
@@ -601,6 +677,7 @@ class S3Storage:
                     Key=full,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
+                    **complete_extra,
                 )
         except BaseException:
             # Shielded: the abort still runs if we are cancelled again while awaiting it.
