@@ -6,7 +6,9 @@ stopped by PID). CPU seconds and peak RSS come from ``wait4`` on the contender's
 children included); the servers' CPU is read from ``/proc`` around each run.
 
 Contenders: ``archiver --config X sync`` (the real CLI); the transfer limit (``bench.bare``:
-aiohttp straight to files, no hashing, no ledger, no fsync); ``curl`` in parallel through
+aiohttp straight to files, no hashing, no ledger, no fsync); the durable transfer limit (the same
+with file, sidecar and folder fsynced in a worker thread: what the disk charges any archiver
+that promises nothing is lost); ``curl`` in parallel through
 ``xargs -P``; the naive script (``bench.naive``: a sequential loop); ``rclone copy`` for S3.
 """
 
@@ -387,6 +389,10 @@ class Bench:
             argv = [PY, "-m", "bench.bare", "--urls", str(urls), "--out", str(out)]
             return [*argv, "--concurrency", str(self.c)], out
 
+        def bare_durable(out: Path) -> tuple[list[str], Path]:
+            argv, _ = bare(out)
+            return [*argv, "--durable"], out
+
         def curl(out: Path) -> tuple[list[str], Path]:
             out.mkdir(parents=True)
             # a batch of URLs per curl process (one connection each, kept alive), so that
@@ -431,7 +437,11 @@ class Bench:
                 str(out),
             ], out
 
-        contenders = {"archiver sync": archiver, "bare aiohttp (limit)": bare}
+        contenders: dict[str, Callable[[Path], tuple[list[str], Path]]] = {
+            "archiver sync": archiver,
+            "bare aiohttp (limit)": bare,
+            "bare + fsync (durable limit)": bare_durable,
+        }
         if shutil.which("curl"):
             contenders[f"curl, xargs -P {self.c}"] = curl
         else:
@@ -739,6 +749,30 @@ def filesystem(path: Path) -> str:
     return found
 
 
+def fsync_rate(work: Path, size: int = 160 * KB, files: int = 400, threads: int = 4) -> float:
+    """Files of ``size`` created, written and fsynced per second in ``work`` by ``threads``
+    threads: how many durable writes the disk takes, whatever writes them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = work / "fsync-probe"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+
+    def one(i: int) -> None:
+        fd = os.open(folder / f"{i}.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    os.sync()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(files)))
+    return files / (time.perf_counter() - started)
+
+
 def machine(work: Path) -> dict[str, str]:
     cpu = "?"
     with contextlib.suppress(OSError):
@@ -761,6 +795,8 @@ def machine(work: Path) -> dict[str, str]:
         "python": platform.python_version(),
         "packages": ", ".join(versions),
         "work folder": f"{work}, {filesystem(work)}",
+        "disk": f"{fsync_rate(work):.0f} files of 160 KiB created, written and fsynced per "
+        "second by 4 threads",
     }
 
 
