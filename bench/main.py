@@ -260,7 +260,8 @@ class Moto:
             self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         ):
             for obj in page.get("Contents", []):
-                if not obj["Key"].endswith(".json"):
+                # sidecars, and archiver's conditional-write probe under <prefix>.archiver/
+                if not obj["Key"].endswith(".json") and "/.archiver/" not in "/" + obj["Key"]:
                     n += 1
                     size += obj["Size"]
         return n, size
@@ -492,7 +493,7 @@ class Bench:
                     bucket = "bench"
                     moto.reset(bucket)
                     if name == "archiver sync":
-                        out = self.work / f"s3-{len(self.runs)}"
+                        out = self.work / f"s3-{len(self.runs)}-{r}"
                         cfg = archiver_config(
                             self.work,
                             sim,
