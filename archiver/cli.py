@@ -335,6 +335,16 @@ async def cmd_check(cfg: Config) -> int:
         stored = await storage.put(key, single_chunk(data), content_type="text/plain")
         await storage.verify(key, len(data), hashlib.sha256(data).hexdigest(), deep=True)
         print(f"archive      ok: wrote, read back and verified {storage.describe(key)}")
+        if cfg.archive.backend == "s3":
+            from archiver.storage.s3 import S3Storage
+
+            if isinstance(storage, S3Storage):
+                print(
+                    "             overwrites refused by the store (If-None-Match honoured)"
+                    if storage.conditional
+                    else "             overwrites refused by a HeadObject before each put "
+                    "(conditional writes off or not honoured by this store)"
+                )
         try:
             await storage.delete(key)
             print("             canary removed")

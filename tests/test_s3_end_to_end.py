@@ -112,6 +112,7 @@ async def test_check_writes_verifies_and_removes_a_canary(
         code, out, err = await run_cli("--config", str(cfg), "check", env=creds(moto_s3))
     assert code == 0, err
     assert "source       ok" in out and "archive      ok" in out and "canary removed" in out
+    assert "If-None-Match honoured" in out  # moto refuses an overwrite itself
     bad = creds(moto_s3) | {"AWS_ACCESS_KEY_ID": ""}
     code, _out, err = await run_cli("--config", str(cfg), "check", env=bad)
     assert code == 3
