@@ -161,7 +161,7 @@ class ArchiveConfig:
     part_size: int = 16 * 2**20
     # s3 bodies above multipart_threshold are spooled here before upload ("" = system temp dir)
     spool_dir: str = ""
-    # s3: new objects are written with If-None-Match: * when the store honours it (probed on start)
+    # s3: new objects go up with If-None-Match: * when the store honours it (the first put probes)
     conditional_put: bool = True
 
 

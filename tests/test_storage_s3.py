@@ -263,8 +263,8 @@ async def test_existing_key_is_never_overwritten_either_way(
     cfg = s3_config(server, bucket, tmp_path, conditional_put=conditional)
     old, new = payload(3000, seed=1), payload(3000, seed=2)
     async with S3Storage(cfg) as s3, server.client() as raw:
-        assert s3.conditional is conditional  # both servers honour If-None-Match
         await s3.put(KEY, chunks(old), content_type="audio/wav", metadata=META)
+        assert s3.conditional is conditional  # both servers honour If-None-Match
         assert (await s3.put(KEY, chunks(old), content_type="audio/wav")).size == len(old)
         with pytest.raises(ArchiveConflict, match=hashlib.sha256(new).hexdigest()):
             await s3.put(KEY, chunks(new), content_type="audio/wav")
@@ -273,6 +273,27 @@ async def test_existing_key_is_never_overwritten_either_way(
         assert await read_all(s3, KEY) == old
         probe = await raw.list_objects_v2(Bucket=bucket, Prefix="rec/.archiver/")
         assert probe.get("KeyCount", 0) == (1 if conditional else 0)
+
+
+async def test_reading_only_writes_no_probe_and_puts_at_once_probe_once(
+    moto_s3: S3Server, aws_env: Env, tmp_path: Path
+) -> None:
+    """`archiver verify` may run with read-only credentials: opening the store writes nothing."""
+    aws_env(moto_s3)
+    bucket = await moto_s3.create_bucket()
+    async with S3Proxy(moto_s3) as proxy:
+        cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
+        async with S3Storage(cfg) as s3:
+            assert await s3.stat(KEY) is None
+            assert s3.conditional is None
+            assert [s for s in proxy.seen if s.method in ("PUT", "POST")] == []
+            keys = [f"{KEY}.{i}" for i in range(8)]
+            await asyncio.gather(
+                *(s3.put(k, chunks(payload(100)), content_type="audio/wav") for k in keys)
+            )
+            assert s3.conditional is True
+            probes = [s for s in proxy.seen if s.path.endswith("conditional-put-probe")]
+            assert len(probes) == 2  # created, then refused: one probe for eight puts
 
 
 @pytest.mark.parametrize("size", [3000, PART + 1], ids=["single", "multipart"])
@@ -285,8 +306,8 @@ async def test_conditional_put_needs_no_existence_check(
     async with S3Proxy(moto_s3) as proxy:
         cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
         async with S3Storage(cfg) as s3:
-            assert s3.conditional
             await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
+            assert s3.conditional
             written = proxy.on(KEY)
             writer = "POST" if size > PART else "PUT"  # multipart: the completion carries it
             assert [m for m, _, _ in written if m == "HEAD"] == []
@@ -308,8 +329,8 @@ async def test_store_ignoring_if_none_match_gets_a_head_before_every_put(
     async with S3Proxy(moto_s3, strip=("If-None-Match",)) as proxy:
         cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
         async with S3Storage(cfg) as s3:
-            assert not s3.conditional  # the probe saw its second write accepted
             await s3.put(KEY, chunks(old), content_type="audio/wav", metadata=META)
+            assert s3.conditional is False  # the probe saw its second write accepted
             assert [m for m, _, _ in proxy.on(KEY)] == ["HEAD", "PUT"]
             with pytest.raises(ArchiveConflict):
                 await s3.put(KEY, chunks(new), content_type="audio/wav", metadata=META)

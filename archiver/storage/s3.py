@@ -346,8 +346,10 @@ class S3Storage:
         # threads left one freed part resident per thread (the C allocator keeps a heap per
         # thread), so peak memory varied by a part or more from run to run.
         self._io: ThreadPoolExecutor | None = None
-        # Whether new objects are written with If-None-Match: * (found out on enter)
-        self.conditional = False
+        # Whether new objects are written with If-None-Match: * (found out by the first put
+        # that needs to know, so read-only commands such as `verify` write nothing)
+        self.conditional: bool | None = None if cfg.conditional_put else False
+        self._probing: asyncio.Lock | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -372,8 +374,6 @@ class S3Storage:
             await self._check_bucket()
             if self.cfg.object_lock_mode:
                 await self._check_object_lock()
-            if self.cfg.conditional_put:
-                self.conditional = await self._probe_conditional()
             await self._abort_stale_uploads(started - self.stale_upload_age)
             await asyncio.to_thread(self._sweep_spool)
         except BaseException:
@@ -442,6 +442,15 @@ class S3Storage:
             raise
         if resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
             raise refuse
+
+    async def _conditional_writes(self) -> bool:
+        if self.conditional is None:
+            if self._probing is None:
+                self._probing = asyncio.Lock()
+            async with self._probing:  # the first puts of a pass arrive together: probe once
+                if self.conditional is None:
+                    self.conditional = await self._probe_conditional()
+        return self.conditional
 
     async def _probe_conditional(self) -> bool:
         """Does the store refuse ``If-None-Match: *`` on a key that exists? One small object.
@@ -545,7 +554,7 @@ class S3Storage:
         # Where the store honours If-None-Match the write itself refuses an existing key, and
         # only a refused write looks at what is there. Otherwise the existence check runs
         # while the body streams in: one round trip hidden.
-        conditional = self.conditional and not replace
+        conditional = not replace and await self._conditional_writes()
         looking = None if replace or conditional else asyncio.ensure_future(self._head(full))
         try:
             async for chunk in body:
