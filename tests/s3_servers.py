@@ -11,6 +11,7 @@ Import the fixtures into a test module::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import importlib.metadata
@@ -327,6 +328,8 @@ class Seen:
     path: str
     if_none_match: str | None
     status: int
+    started: float = 0.0  # loop time the request arrived
+    answered: float = 0.0  # loop time its answer went out
 
 
 class S3Proxy:
@@ -337,9 +340,12 @@ class S3Proxy:
     small test objects only.
     """
 
-    def __init__(self, upstream: S3Server, *, strip: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, upstream: S3Server, *, strip: tuple[str, ...] = (), delay: float = 0.0
+    ) -> None:
         self.upstream = upstream
         self.strip = {h.lower() for h in strip}
+        self.delay = delay  # seconds added to every answer: a store some way off
         self.seen: list[Seen] = []
         self.endpoint_url = ""
         self._runner: Any = None
@@ -366,6 +372,7 @@ class S3Proxy:
     async def _forward(self, request: Any) -> Any:
         from aiohttp import web
 
+        started = asyncio.get_running_loop().time()
         skip = {"host", "content-length", "transfer-encoding", *self.strip}
         headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
         body = await request.read()
@@ -380,6 +387,8 @@ class S3Proxy:
                     out.headers[k] = v
             # HEAD answers carry the object's length with no body
             out.content_length = int(resp.headers.get("Content-Length", len(data)))
+            if self.delay:
+                await asyncio.sleep(self.delay)
             self.seen.append(
                 Seen(
                     request.method,
@@ -388,6 +397,8 @@ class S3Proxy:
                     if "if-none-match" not in self.strip
                     else None,
                     resp.status,
+                    started,
+                    asyncio.get_running_loop().time(),
                 )
             )
             await out.prepare(request)

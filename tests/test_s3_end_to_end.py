@@ -10,7 +10,7 @@ from typing import Any
 from archiver.simulator import RestcommSimulator
 from tests import s3_servers
 from tests.conftest import NOW
-from tests.s3_servers import S3Server
+from tests.s3_servers import S3Proxy, S3Server
 from tests.test_cli import TOKEN, run_cli
 
 aws_env = s3_servers.aws_env
@@ -87,6 +87,26 @@ async def test_sync_to_s3_archives_verifies_and_writes_sidecars(
             assert doc["sha256"] == rec.sha256() and doc["size"] == rec.size
     code, out, _ = await run_cli("--config", str(cfg), "verify", env=creds(moto_s3))
     assert code == 0 and "0 discrepancies" in out
+
+
+async def test_read_back_and_sidecar_go_out_together(tmp_path: Path, moto_s3: S3Server) -> None:
+    """With the store 0.2 s away, a recording waits one round trip for both, not two."""
+    bucket = await moto_s3.create_bucket()
+    async with (
+        RestcommSimulator(auth_token=TOKEN) as sim,
+        S3Proxy(moto_s3, delay=0.2) as proxy,
+    ):
+        recs = sim.generate(3, start=NOW - timedelta(hours=1), size=20_000)
+        cfg = s3_cli_config(tmp_path, sim, moto_s3, bucket, endpoint_url=proxy.endpoint_url)
+        code, out, err = await run_cli("--config", str(cfg), "sync", env=creds(moto_s3))
+    assert code == 0 and "verified 3, failed 0" in out, err
+    for rec in recs:
+        audio = [s for s in proxy.seen if s.path.endswith(f"{rec.sid}.{rec.ext}")]
+        side = [s for s in proxy.seen if s.path.endswith(f"{rec.sid}.{rec.ext}.json")]
+        put, read_back = audio[0], audio[-1]
+        assert (put.method, read_back.method, [s.method for s in side]) == ("PUT", "HEAD", ["PUT"])
+        assert side[0].started > put.answered  # the sidecar describes a copy that is there
+        assert side[0].started < read_back.answered and read_back.started < side[0].answered
 
 
 async def test_object_lock_asked_but_missing_is_refused(tmp_path: Path, moto_s3: S3Server) -> None:

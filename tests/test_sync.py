@@ -262,3 +262,33 @@ def test_covering_page_contains_the_range() -> None:
         for hi in range(lo, lo + 40):
             page, size = _covering_page(lo, hi)
             assert page * size <= lo and page * size + size - 1 >= hi
+
+
+async def test_archived_row_is_verified_only_when_its_copy_reads_back(
+    sim: RestcommSimulator, config_for: Callable[..., Config]
+) -> None:
+    """A row left `archived` by a crash: the read-back and the sidecar run together, and a
+    failed read-back fails the row even though its sidecar was written."""
+    sim.generate(2, start=NOW - timedelta(hours=1))
+    cfg = config_for(sim)
+    h = Harness(cfg)
+    assert (await h.pass_()).verified == 2
+    intact, lost = sorted(sim.recordings.values(), key=lambda r: r.sid)
+    files = archived_files(cfg)
+    async with h.syncer() as syncer:
+        for rec in (intact, lost):
+            row = await syncer.ledger.get(rec.sid)
+            assert row is not None and row.archive_key and row.size and row.sha256
+            await syncer.ledger.mark_archived(
+                rec.sid, key=row.archive_key, size=row.size, sha256=row.sha256, now=1.0
+            )
+    files[lost.sid].unlink()  # the copy vanished before it was read back
+    Path(f"{files[intact.sid]}.json").unlink()  # and this one's sidecar never got written
+    result = await h.pass_()
+    assert (result.archived, result.verified, result.failed) == (0, 1, 1)
+    rows = await h.ledger_rows()
+    assert rows[intact.sid][0] == "verified" and Path(f"{files[intact.sid]}.json").exists()
+    assert rows[lost.sid][0] == "failed" and "missing" in rows[lost.sid][2]
+    retried = await Harness(cfg, clock=lambda: NOW.timestamp() + 3600).pass_()
+    assert (retried.archived, retried.verified) == (1, 1)  # archived again from the source
+    assert_archive_matches(sim, cfg)
