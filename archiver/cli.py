@@ -199,6 +199,12 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
         last_pass_raw = await ledger.get_meta("last_pass")
         last_pass_at = await ledger.get_meta("last_pass_at")
         recent = await ledger.failures(failures)
+        head = Head.decode(await ledger.get_meta("audit_head"))
+    journal = Path(journal_path(cfg))
+    try:
+        journal_bytes: int | None = journal.stat().st_size
+    except OSError:
+        journal_bytes = None
     now = datetime.now(UTC)
     return {
         "states": counts,
@@ -210,6 +216,12 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
         "lag_seconds": lag_seconds(newest, now),
         "last_pass": json.loads(last_pass_raw) if last_pass_raw else None,
         "last_pass_at": iso(float(last_pass_at)) if last_pass_at else None,
+        # lines as of the last checkpoint (end of a pass), read from the ledger, not the file
+        "journal": {
+            "path": str(journal),
+            "bytes": journal_bytes,
+            "lines": head.seq if head else 0,
+        },
         "failures": [
             {
                 "sid": r.sid,
@@ -246,6 +258,9 @@ def _print_status(facts: dict[str, Any]) -> None:
         )
     else:
         print("last pass    -")
+    j = facts["journal"]
+    size = "not written yet" if j["bytes"] is None else f"{j['bytes'] / 1e6:.1f} MB"
+    print(f"journal      {j['path']}: {size}, {j['lines']} lines")
     if facts["failures"]:
         print("recent failures:")
         for f in facts["failures"]:

@@ -90,6 +90,8 @@ class Daemon:
         metrics.PASS_DURATION.observe(time.monotonic() - started)
         with contextlib.suppress(ArchiverError):
             await metrics.refresh_from_ledger(self.syncer.ledger)
+        if self.syncer.journal is not None:
+            metrics.set_journal_size(self.syncer.journal.path)
         if not self.consecutive_failures:
             self.passes += 1  # counted once its metrics are published
         return delay

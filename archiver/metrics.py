@@ -6,8 +6,10 @@ ledger are refreshed from it after every pass by :func:`refresh_from_ledger`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -72,6 +74,11 @@ LAST_PASS_SUCCESS = Gauge(
 IN_FLIGHT = Gauge(
     "archiver_in_flight_transfers", "Recording transfers in progress", registry=REGISTRY
 )
+AUDIT_JOURNAL_BYTES = Gauge(
+    "archiver_audit_journal_bytes",
+    "Size of the local audit journal (it is never pruned: size its volume)",
+    registry=REGISTRY,
+)
 
 _newest_archived: list[float | None] = [None]
 
@@ -103,3 +110,9 @@ async def refresh_from_ledger(ledger: Ledger) -> None:
     if watermark is not None:
         WATERMARK.set(watermark.timestamp())
     set_newest_archived(await ledger.newest_archived())
+
+
+def set_journal_size(path: Path) -> None:
+    # not written yet, or its volume is gone: the pass reports that itself
+    with contextlib.suppress(OSError):
+        AUDIT_JOURNAL_BYTES.set(path.stat().st_size)

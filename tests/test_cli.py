@@ -94,6 +94,13 @@ async def test_sync_then_status_json(
         assert "not a recording" in facts["failures"][0]["reason"]
         assert facts["watermark"] and facts["last_pass"]["archived"] == 12
         assert facts["lag_seconds"] is not None
+        journal = Path(facts["journal"]["path"])
+        lines = journal.read_bytes().count(b"\n")
+        assert lines == 12 * 2 + 1  # archived and verified each, and the failure
+        size = journal.stat().st_size
+        assert facts["journal"] == {"path": str(journal), "bytes": size, "lines": lines}
+        code, out, _ = await run_cli("--config", str(cfg), "status")
+        assert f"journal      {journal}: " in out and f"{lines} lines" in out
 
 
 async def test_unreachable_source_exits_3_without_the_token(tmp_path: Path) -> None:

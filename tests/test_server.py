@@ -85,6 +85,8 @@ async def test_metrics_and_health_follow_the_daemon(
         assert value(after, "archiver_watermark_timestamp_seconds") == newest.timestamp()
         assert value(after, "archiver_archive_lag_seconds") > 0
         assert value(after, "archiver_pass_duration_seconds_count") >= 1
+        assert syncer.journal is not None
+        assert value(after, "archiver_audit_journal_bytes") == syncer.journal.path.stat().st_size
 
         # the source starts rejecting us: the loop lives on, readiness goes after the grace
         sim.auth_token = "rotated"
