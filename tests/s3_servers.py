@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,6 +346,9 @@ class S3Proxy:
         self.upstream = upstream
         self.strip = {h.lower() for h in strip}
         self.delay = delay  # seconds added to every answer: a store some way off
+        # called with (method, path, query) before a request is passed on: another client
+        # can act on the store at that exact moment (a race made to happen)
+        self.before: Callable[[str, str, str], Awaitable[None]] | None = None
         self.seen: list[Seen] = []
         self.endpoint_url = ""
         self._runner: Any = None
@@ -376,6 +379,8 @@ class S3Proxy:
         skip = {"host", "content-length", "transfer-encoding", *self.strip}
         headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
         body = await request.read()
+        if self.before is not None:
+            await self.before(request.method, request.rel_url.path, request.rel_url.query_string)
         url = self.upstream.endpoint_url + request.rel_url.raw_path_qs
         async with self._session.request(
             request.method, url, headers=headers, data=io.BytesIO(body), allow_redirects=False

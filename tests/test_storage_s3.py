@@ -309,15 +309,43 @@ async def test_conditional_put_needs_no_existence_check(
             await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
             assert s3.conditional
             written = proxy.on(KEY)
-            writer = "POST" if size > PART else "PUT"  # multipart: the completion carries it
-            assert [m for m, _, _ in written if m == "HEAD"] == []
+            multipart = size > PART
+            writer = "POST" if multipart else "PUT"  # multipart: the completion carries it
+            # a multipart upload also looks first: the probe only tried PutObject
+            assert [m for m, _, _ in written if m == "HEAD"] == (["HEAD"] if multipart else [])
             assert written[-1] == (writer, "*", 200)
             proxy.seen.clear()
             await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
             again = proxy.on(KEY)
-            assert (writer, "*", 412) in again  # refused by the store,
-            assert again[-1][0] == "HEAD"  # then looked at: same bytes, a no-op
-            assert await uploads(moto_s3, bucket) == []  # a refused multipart upload is aborted
+            if multipart:
+                assert again == [("HEAD", None, 200)]  # found first: nothing uploaded again
+            else:
+                assert again == [("PUT", "*", 412), ("HEAD", None, 200)]  # refused, then looked
+            assert await uploads(moto_s3, bucket) == []
+
+
+async def test_a_racing_writer_is_never_overwritten_by_a_multipart_upload(
+    moto_s3: S3Server, aws_env: Env, tmp_path: Path
+) -> None:
+    """Another archiver writes the key between our look and our completion: the store refuses
+    the completion (If-None-Match), the upload is aborted, and theirs stays."""
+    aws_env(moto_s3)
+    bucket = await moto_s3.create_bucket()
+    theirs, ours = payload(1000, seed=1), payload(PART + 1, seed=2)
+    async with S3Proxy(moto_s3) as proxy, moto_s3.client() as raw:
+
+        async def race(method: str, path: str, query: str) -> None:
+            if method == "POST" and path.endswith(KEY) and "uploadId=" in query:
+                await raw.put_object(Bucket=bucket, Key="rec/" + KEY, Body=theirs)
+
+        proxy.before = race
+        cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
+        async with S3Storage(cfg) as s3:
+            with pytest.raises(ArchiveConflict):
+                await s3.put(KEY, chunks(ours), content_type="audio/wav", metadata=META)
+            assert ("POST", "*", 412) in proxy.on(KEY)
+            assert await read_all(s3, KEY) == theirs
+        assert await uploads(moto_s3, bucket) == []  # the refused upload was aborted
 
 
 async def test_store_ignoring_if_none_match_gets_a_head_before_every_put(

@@ -562,6 +562,10 @@ class S3Storage:
             sha = await spool.finish()
             stored = StoredObject(key, spool.size, sha)
             existing = None if looking is None else await looking
+            if existing is None and conditional and spool.spooled:
+                # The probe tried PutObject only; a store may honour If-None-Match there and
+                # not on CompleteMultipartUpload. One HEAD is nothing next to a multipart body.
+                existing = await self._head(full)
             if existing is None:
                 args = self._put_args(full, content_type, metadata or {}, sha)
                 try:
