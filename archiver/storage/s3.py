@@ -140,9 +140,9 @@ def _from_client_error(exc: ClientError, what: str) -> StorageError:
     return StorageError(detail)
 
 
-def _refused_existing(exc: BaseException) -> bool:
+def _refused_existing(exc: StorageError) -> bool:
     """A conditional write (``If-None-Match: *``) refused because the key already exists."""
-    cause = exc if isinstance(exc, ClientError) else exc.__cause__
+    cause = exc.__cause__
     if not isinstance(cause, ClientError):
         return False
     code = str(cause.response.get("Error", {}).get("Code", ""))
@@ -460,26 +460,24 @@ class S3Storage:
         way, with a warning: the slower path is the safe one.
         """
         full = self.prefix + PROBE_KEY
-        try:
-            for _ in range(2):
+        for _ in range(2):
+            try:
                 with _boundary(f"PutObject {self.describe(PROBE_KEY)} (conditional write probe)"):
-                    try:
-                        await self._client.put_object(
-                            Bucket=self.bucket,
-                            Key=full,
-                            Body=PROBE_BODY,
-                            ContentType="text/plain",
-                            ChecksumAlgorithm="SHA256",
-                            IfNoneMatch="*",
-                        )
-                    except ClientError as exc:
-                        if _refused_existing(exc):
-                            log.info("storage.conditional_put", honoured=True)
-                            return True
-                        raise
-        except StorageError as exc:
-            log.warning("storage.conditional_put", honoured=False, reason=f"probe failed: {exc}")
-            return False
+                    await self._client.put_object(
+                        Bucket=self.bucket,
+                        Key=full,
+                        Body=PROBE_BODY,
+                        ContentType="text/plain",
+                        ChecksumAlgorithm="SHA256",
+                        IfNoneMatch="*",
+                    )
+            except StorageError as exc:
+                if _refused_existing(exc):
+                    log.info("storage.conditional_put", honoured=True)
+                    return True
+                reason = f"probe failed: {exc}"
+                log.warning("storage.conditional_put", honoured=False, reason=reason)
+                return False
         log.warning(
             "storage.conditional_put",
             honoured=False,
@@ -601,14 +599,15 @@ class S3Storage:
     async def _write(
         self, key: str, full: str, spool: _Spool, args: dict[str, Any], conditional: bool
     ) -> None:
-        if conditional:
-            args = {**args, "IfNoneMatch": "*"}
+        condition = {"IfNoneMatch": "*"} if conditional else {}
         if spool.spooled:
-            await self._put_multipart(full, spool, args)
+            # the condition is checked when the upload completes: the object appears only then
+            await self._put_multipart(full, spool, args, condition)
             return
         with _boundary(f"PutObject {self.describe(key)}"):
             await self._client.put_object(
                 **args,
+                **condition,
                 Body=spool.buffer,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=spool.digest_b64,
@@ -647,7 +646,9 @@ class S3Storage:
         until = max(base + timedelta(days=self.cfg.retention_days), now + DEFAULT_MIN_RETENTION)
         return _ceil_second(until)
 
-    async def _put_multipart(self, full: str, spool: _Spool, args: dict[str, Any]) -> None:
+    async def _put_multipart(
+        self, full: str, spool: _Spool, args: dict[str, Any], condition: dict[str, str]
+    ) -> None:
         parts_needed = math.ceil(spool.size / spool.part_size)
         if parts_needed > MAX_PARTS:
             raise StorageError(
@@ -655,10 +656,6 @@ class S3Storage:
                 f"{spool.part_size} bytes (S3 allows {MAX_PARTS}); raise archive.part_size"
             )
         what = f"multipart upload of s3://{self.bucket}/{full}"
-        # The condition is checked when the upload completes: the object appears only then.
-        args = dict(args)
-        if_none_match = args.pop("IfNoneMatch", None)
-        complete_extra = {"IfNoneMatch": if_none_match} if if_none_match else {}
         with _boundary(f"CreateMultipartUpload {what}"):
             resp = await self._client.create_multipart_upload(**args, ChecksumAlgorithm="SHA256")
         upload_id: str = resp["UploadId"]
@@ -690,7 +687,7 @@ class S3Storage:
                     Key=full,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
-                    **complete_extra,
+                    **condition,
                 )
         except BaseException:
             # Shielded: the abort still runs if we are cancelled again while awaiting it.
