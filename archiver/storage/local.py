@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import os
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -108,6 +108,17 @@ def _write_new(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(path: Path) -> Iterator[None]:
+    """Remove ``path`` (a temp file, if it was created) when the block fails; re-raise."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
 
 
 def _write(fh: BinaryIO, h: Any, chunks: list[bytes]) -> None:
@@ -247,13 +258,9 @@ class LocalStorage:
     ) -> StoredObject:
         data = b"".join(chunks)
         stored = StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
-        try:
+        with _removed_on_failure(tmp):
             _write_new(tmp, data)
             return self._commit(tmp, final, stored, replace, sidecar)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
 
     def _finish(
         self,
@@ -264,17 +271,13 @@ class LocalStorage:
         replace: bool,
         sidecar: Sidecar | None,
     ) -> StoredObject:
-        try:
+        with _removed_on_failure(tmp):
             try:
                 fh.flush()
                 os.fsync(fh.fileno())
             finally:
                 fh.close()
             return self._commit(tmp, final, stored, replace, sidecar)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
 
     def _commit(
         self,
@@ -301,13 +304,9 @@ class LocalStorage:
             _move(tmp, final)
         if sidecar is not None:
             side_tmp = tmp.with_name(tmp.name + ".json")
-            try:
+            with _removed_on_failure(side_tmp):
                 _write_new(side_tmp, sidecar(stored))
                 os.replace(side_tmp, final.with_name(final.name + ".json"))
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    side_tmp.unlink()
-                raise
         _fsync_dir(final.parent)
         if not read_back:
             compare(stored.key, self._read_back(final), stored.size, stored.sha256, str(final))
