@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from aiohttp import web
 
 REGION = "us-east-1"
 MOTO_START_TIMEOUT = 20.0
@@ -351,13 +353,10 @@ class S3Proxy:
         self.before: Callable[[str, str, str], Awaitable[None]] | None = None
         self.seen: list[Seen] = []
         self.endpoint_url = ""
-        self._runner: Any = None
-        self._session: Any = None
+        self._runner: Any = None  # web.AppRunner, once entered
+        self._session: Any = None  # aiohttp.ClientSession, once entered
 
     async def __aenter__(self) -> S3Proxy:
-        import aiohttp
-        from aiohttp import web
-
         self._session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_route("*", "/{tail:.*}", self._forward)
@@ -372,9 +371,7 @@ class S3Proxy:
         await self._runner.cleanup()
         await self._session.close()
 
-    async def _forward(self, request: Any) -> Any:
-        from aiohttp import web
-
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
         started = asyncio.get_running_loop().time()
         skip = {"host", "content-length", "transfer-encoding", *self.strip}
         headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}

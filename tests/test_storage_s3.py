@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -253,6 +254,18 @@ async def test_existing_object_without_sha_is_compared_by_content(
 # -- conditional writes (If-None-Match) --------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def behind_proxy(
+    server: S3Server, tmp_path: Path, **proxy: Any
+) -> AsyncIterator[tuple[S3Proxy, S3Storage, str]]:
+    """S3Storage on a new bucket of ``server``, every request through a recording S3Proxy."""
+    bucket = await server.create_bucket()
+    async with S3Proxy(server, **proxy) as via:
+        cfg = s3_config(server, bucket, tmp_path, endpoint_url=via.endpoint_url)
+        async with S3Storage(cfg) as s3:
+            yield via, s3, bucket
+
+
 @pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "head-first"])
 async def test_existing_key_is_never_overwritten_either_way(
     server: S3Server, aws_env: Env, tmp_path: Path, conditional: bool
@@ -280,20 +293,17 @@ async def test_reading_only_writes_no_probe_and_puts_at_once_probe_once(
 ) -> None:
     """`archiver verify` may run with read-only credentials: opening the store writes nothing."""
     aws_env(moto_s3)
-    bucket = await moto_s3.create_bucket()
-    async with S3Proxy(moto_s3) as proxy:
-        cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
-        async with S3Storage(cfg) as s3:
-            assert await s3.stat(KEY) is None
-            assert s3.conditional is None
-            assert [s for s in proxy.seen if s.method in ("PUT", "POST")] == []
-            keys = [f"{KEY}.{i}" for i in range(8)]
-            await asyncio.gather(
-                *(s3.put(k, chunks(payload(100)), content_type="audio/wav") for k in keys)
-            )
-            assert s3.conditional is True
-            probes = [s for s in proxy.seen if s.path.endswith("conditional-put-probe")]
-            assert len(probes) == 2  # created, then refused: one probe for eight puts
+    async with behind_proxy(moto_s3, tmp_path) as (proxy, s3, _bucket):
+        assert await s3.stat(KEY) is None
+        assert s3.conditional is None
+        assert [s for s in proxy.seen if s.method in ("PUT", "POST")] == []
+        keys = [f"{KEY}.{i}" for i in range(8)]
+        await asyncio.gather(
+            *(s3.put(k, chunks(payload(100)), content_type="audio/wav") for k in keys)
+        )
+        assert s3.conditional is True
+        probes = [s for s in proxy.seen if s.path.endswith("conditional-put-probe")]
+        assert len(probes) == 2  # created, then refused: one probe for eight puts
 
 
 @pytest.mark.parametrize("size", [3000, PART + 1], ids=["single", "multipart"])
@@ -301,27 +311,24 @@ async def test_conditional_put_needs_no_existence_check(
     moto_s3: S3Server, aws_env: Env, tmp_path: Path, size: int
 ) -> None:
     aws_env(moto_s3)
-    bucket = await moto_s3.create_bucket()
     data = payload(size)
-    async with S3Proxy(moto_s3) as proxy:
-        cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
-        async with S3Storage(cfg) as s3:
-            await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
-            assert s3.conditional
-            written = proxy.on(KEY)
-            multipart = size > PART
-            writer = "POST" if multipart else "PUT"  # multipart: the completion carries it
-            # a multipart upload also looks first: the probe only tried PutObject
-            assert [m for m, _, _ in written if m == "HEAD"] == (["HEAD"] if multipart else [])
-            assert written[-1] == (writer, "*", 200)
-            proxy.seen.clear()
-            await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
-            again = proxy.on(KEY)
-            if multipart:
-                assert again == [("HEAD", None, 200)]  # found first: nothing uploaded again
-            else:
-                assert again == [("PUT", "*", 412), ("HEAD", None, 200)]  # refused, then looked
-            assert await uploads(moto_s3, bucket) == []
+    async with behind_proxy(moto_s3, tmp_path) as (proxy, s3, bucket):
+        await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
+        assert s3.conditional
+        written = proxy.on(KEY)
+        multipart = size > PART
+        writer = "POST" if multipart else "PUT"  # multipart: the completion carries it
+        # a multipart upload also looks first: the probe only tried PutObject
+        assert [m for m, _, _ in written if m == "HEAD"] == (["HEAD"] if multipart else [])
+        assert written[-1] == (writer, "*", 200)
+        proxy.seen.clear()
+        await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
+        again = proxy.on(KEY)
+        if multipart:
+            assert again == [("HEAD", None, 200)]  # found first: nothing uploaded again
+        else:
+            assert again == [("PUT", "*", 412), ("HEAD", None, 200)]  # refused, then looked
+        assert await uploads(moto_s3, bucket) == []
 
 
 async def test_a_racing_writer_is_never_overwritten_by_a_multipart_upload(
@@ -330,39 +337,36 @@ async def test_a_racing_writer_is_never_overwritten_by_a_multipart_upload(
     """Another archiver writes the key between our look and our completion: the store refuses
     the completion (If-None-Match), the upload is aborted, and theirs stays."""
     aws_env(moto_s3)
-    bucket = await moto_s3.create_bucket()
     theirs, ours = payload(1000, seed=1), payload(PART + 1, seed=2)
-    async with S3Proxy(moto_s3) as proxy, moto_s3.client() as raw:
+    async with (
+        behind_proxy(moto_s3, tmp_path) as (proxy, s3, bucket),
+        moto_s3.client() as raw,
+    ):
 
         async def race(method: str, path: str, query: str) -> None:
             if method == "POST" and path.endswith(KEY) and "uploadId=" in query:
                 await raw.put_object(Bucket=bucket, Key="rec/" + KEY, Body=theirs)
 
         proxy.before = race
-        cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
-        async with S3Storage(cfg) as s3:
-            with pytest.raises(ArchiveConflict):
-                await s3.put(KEY, chunks(ours), content_type="audio/wav", metadata=META)
-            assert ("POST", "*", 412) in proxy.on(KEY)
-            assert await read_all(s3, KEY) == theirs
+        with pytest.raises(ArchiveConflict):
+            await s3.put(KEY, chunks(ours), content_type="audio/wav", metadata=META)
+        assert ("POST", "*", 412) in proxy.on(KEY)
+        assert await read_all(s3, KEY) == theirs
         assert await uploads(moto_s3, bucket) == []  # the refused upload was aborted
 
 
 async def test_store_ignoring_if_none_match_gets_a_head_before_every_put(
-    moto_s3: S3Server, aws_env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    moto_s3: S3Server, aws_env: Env, tmp_path: Path
 ) -> None:
     aws_env(moto_s3)
-    bucket = await moto_s3.create_bucket()
     old, new = payload(2000, seed=1), payload(2000, seed=2)
-    async with S3Proxy(moto_s3, strip=("If-None-Match",)) as proxy:
-        cfg = s3_config(moto_s3, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
-        async with S3Storage(cfg) as s3:
-            await s3.put(KEY, chunks(old), content_type="audio/wav", metadata=META)
-            assert s3.conditional is False  # the probe saw its second write accepted
-            assert [m for m, _, _ in proxy.on(KEY)] == ["HEAD", "PUT"]
-            with pytest.raises(ArchiveConflict):
-                await s3.put(KEY, chunks(new), content_type="audio/wav", metadata=META)
-            assert await read_all(s3, KEY) == old
+    async with behind_proxy(moto_s3, tmp_path, strip=("If-None-Match",)) as (proxy, s3, _):
+        await s3.put(KEY, chunks(old), content_type="audio/wav", metadata=META)
+        assert s3.conditional is False  # the probe saw its second write accepted
+        assert [m for m, _, _ in proxy.on(KEY)] == ["HEAD", "PUT"]
+        with pytest.raises(ArchiveConflict):
+            await s3.put(KEY, chunks(new), content_type="audio/wav", metadata=META)
+        assert await read_all(s3, KEY) == old
 
 
 # -- configuration: SSE, storage class, Object Lock --------------------------------------------
