@@ -33,6 +33,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
@@ -753,8 +754,6 @@ def filesystem(path: Path) -> str:
 def fsync_rate(work: Path, size: int = 160 * KB, files: int = 400, threads: int = 4) -> float:
     """Files of ``size`` created, written and fsynced per second in ``work`` by ``threads``
     threads: how many durable writes the disk takes, whatever writes them."""
-    from concurrent.futures import ThreadPoolExecutor
-
     folder = work / "fsync-probe"
     folder.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size)
