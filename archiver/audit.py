@@ -16,7 +16,8 @@ import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,11 +77,11 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 class Journal:
     """Open with ``async with Journal(path) as journal``; one writer at a time."""
 
-    def __init__(self, path: str | Path, clock: Any = None) -> None:
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self.head = Head(0, GENESIS)
         self._fh: BinaryIO | None = None
-        self._clock = clock
+        self._clock = clock  # the pass's clock: a line's day decides its daily manifest
 
     async def __aenter__(self) -> Journal:
         await asyncio.to_thread(self._open)
@@ -125,7 +126,7 @@ class Journal:
         """Write one line (flushed, not yet fsynced)."""
         if self._fh is None:
             raise RuntimeError("Journal used outside 'async with'")
-        now = datetime.now(UTC) if self._clock is None else self._clock()
+        now = datetime.fromtimestamp(self._clock(), UTC)
         doc = {
             "seq": self.head.seq + 1,
             "ts": now.isoformat(),

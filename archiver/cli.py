@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -104,12 +104,14 @@ def _client(cfg: Config) -> RestcommClient:
     )
 
 
-async def _with_stack(cfg: Config, stack: AsyncExitStack) -> Syncer:
+async def _with_stack(
+    cfg: Config, stack: AsyncExitStack, clock: Callable[[], float] = time.time
+) -> Syncer:
     ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
-    journal = await stack.enter_async_context(Journal(journal_path(cfg)))
+    journal = await stack.enter_async_context(Journal(journal_path(cfg), clock=clock))
     client = await stack.enter_async_context(_client(cfg))
     storage = await stack.enter_async_context(open_storage(cfg.archive))
-    return Syncer(cfg, client, storage, ledger, journal=journal)
+    return Syncer(cfg, client, storage, ledger, clock=clock, journal=journal)
 
 
 async def cmd_sync(cfg: Config) -> int:

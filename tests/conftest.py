@@ -91,7 +91,7 @@ class Harness:
                 self.cfg.source.base_url, self.cfg.source.account_sid, self.cfg.source.auth_token
             ) as client,
             LocalStorage(self.cfg.archive.path) as storage,
-            Journal(journal_path(self.cfg)) as journal,
+            Journal(journal_path(self.cfg), clock=lambda: self.clock()) as journal,
         ):
             yield syncer_class(self.cfg, client, storage, ledger, clock=self.clock, journal=journal)
 
