@@ -1,7 +1,9 @@
 """The command line: the one place that wires concrete things together.
 
-Exit codes: 0 all good; 1 the pass ran but some recordings failed (see ``status``); 2 bad usage
-or bad config (nothing touched); 3 source or archive unreachable, or credentials rejected.
+Exit codes: 0 nothing is failed, waiting, untried or unverified and the listing was complete;
+1 the pass ran but work is left (failed, waiting for a retry, not yet tried, the listing
+incomplete, or the pass interrupted; see ``status``); 2 bad usage or bad config (nothing
+touched); 3 source or archive unreachable or down for every recording, or credentials rejected.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -101,7 +103,31 @@ def _client(cfg: Config) -> RestcommClient:
         server_tz=parse_timezone(s.server_timezone, "source.server_timezone"),
         max_requests_per_second=s.max_requests_per_second,
         connections=max(s.concurrency * 2, 4),
+        token_file=os.path.expandvars(s.auth_token_file) if s.auth_token_file else None,
     )
+
+
+def _reloader(config_path: str | None, syncer: Syncer) -> Callable[[], Awaitable[None]]:
+    """What SIGHUP does: re-read the config file's secrets (a rotated token) and use them."""
+
+    async def reload() -> None:
+        if config_path is None:
+            log.info("config.reload_skipped", reason="no config file to re-read")
+            return
+        try:
+            fresh = await asyncio.to_thread(load_config, config_path)
+        except ConfigError as exc:
+            log.error("config.reload_failed", error=str(exc), kept="the config in use")
+            return
+        logs.register_secret(fresh.source.auth_token)
+        changed = syncer.client.set_token(fresh.source.auth_token)
+        log.info(
+            "config.reloaded",
+            token_changed=changed,
+            note="only secrets are reloaded; restart to apply other changes",
+        )
+
+    return reload
 
 
 async def _with_stack(
@@ -114,33 +140,65 @@ async def _with_stack(
     return Syncer(cfg, client, storage, ledger, clock=clock, journal=journal)
 
 
-async def cmd_sync(cfg: Config) -> int:
+async def cmd_sync(cfg: Config, config_path: str | None = None) -> int:
     async with AsyncExitStack() as stack:
         syncer = await _with_stack(cfg, stack)
         progress = Progress(syncer)
         result = await run_until_signalled(
-            syncer.run_pass, cfg.daemon.drain_timeout.total_seconds()
+            syncer.run_pass,
+            cfg.daemon.drain_timeout.total_seconds(),
+            on_reload=_reloader(config_path, syncer),
         )
         progress.finish(result)
     if result is None:
+        print("interrupted: the pass was cancelled; run sync again to finish", file=sys.stderr)
         return EXIT_FAILURES
     _print_pass(result)
+    return _exit_code(result)
+
+
+def _exit_code(result: PassResult) -> int:
+    if result.scan.unreachable:
+        return EXIT_UNREACHABLE  # not one page listed: the source is down or misconfigured
     return EXIT_OK if result.ok else EXIT_FAILURES
 
 
 def _print_pass(result: PassResult) -> None:
     s = result.summary()
     reread = f", {s['reread']} re-read" if s["reread"] else ""
+    relisted = f", {s['relisted']} listed again after deletion" if s["relisted"] else ""
     print(
-        f"listed {s['listed']} (new {s['new']}, invalid {s['invalid']}{reread}), "
+        f"listed {s['listed']} (new {s['new']}, invalid {s['invalid']}{reread}{relisted}), "
         f"archived {s['archived']}, verified {s['verified']}, failed {s['failed']}, "
         f"{result.bytes / 1e6:.1f} MB in {s['duration_s']}s; watermark {s['watermark']}"
     )
     for sid, reason in result.failures[:20]:
         print(f"  failed {sid}: {reason}")
+    if not result.scan.complete:
+        print(f"listing incomplete: {result.scan.reason}; the watermark was not moved")
+    if result.stopped_early:
+        print("interrupted: the pass stopped before all work was done; run sync again")
+    if result.outstanding is not None:
+        print(f"left         {_describe_left(result.outstanding.as_dict())}")
 
 
-async def cmd_run(cfg: Config) -> int:
+def _describe_left(left: dict[str, Any]) -> str:
+    """One line for what is not done yet (the reason an exit code is 1)."""
+    parts = []
+    failed = left["failed_waiting"] + left["failed_permanent"]
+    if failed:
+        waiting = ""
+        if left["failed_waiting"]:
+            waiting = f"{left['failed_waiting']} waiting, next try at {left['next_try_at']}; "
+        parts.append(f"{failed} failed ({waiting}{left['failed_permanent']} permanent)")
+    if left["untried"]:
+        parts.append(f"{left['untried']} not yet tried")
+    if left["unverified"]:
+        parts.append(f"{left['unverified']} archived but not yet verified")
+    return ", ".join(parts) if parts else "nothing: every listed recording is archived"
+
+
+async def cmd_run(cfg: Config, config_path: str | None = None) -> int:
     health = Health(
         stall_timeout=cfg.server.stall_timeout.total_seconds(),
         failure_grace=cfg.server.ready_failure_grace.total_seconds(),
@@ -185,7 +243,10 @@ async def cmd_run(cfg: Config) -> int:
                 watchdog.cancel()
 
         await run_until_signalled(
-            main, cfg.daemon.drain_timeout.total_seconds(), on_stop=notifier.stopping
+            main,
+            cfg.daemon.drain_timeout.total_seconds(),
+            on_stop=notifier.stopping,
+            on_reload=_reloader(config_path, syncer),
         )
     return EXIT_OK
 
@@ -195,6 +256,7 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
         raise ConfigError("ledger.path", f"no ledger at {cfg.ledger.path} yet: run 'sync' first")
     async with Ledger(cfg.ledger.path) as ledger:
         counts = await ledger.counts()
+        left = await ledger.outstanding(time.time(), cfg.source.max_attempts)
         watermark = await ledger.watermark()
         newest = await ledger.newest_archived()
         n_archived, archived_bytes = await ledger.archived_totals()
@@ -216,6 +278,8 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
         "watermark": watermark.isoformat() if watermark else None,
         "newest_archived": newest.isoformat() if newest else None,
         "lag_seconds": lag_seconds(newest, now),
+        "outstanding": left.as_dict(),
+        "outstanding_total": left.total,
         "last_pass": json.loads(last_pass_raw) if last_pass_raw else None,
         "last_pass_at": iso(float(last_pass_at)) if last_pass_at else None,
         # lines as of the last checkpoint (end of a pass), read from the ledger, not the file
@@ -258,8 +322,13 @@ def _print_status(facts: dict[str, Any]) -> None:
             f"last pass    {facts['last_pass_at']}: listed {last['listed']}, "
             f"archived {last['archived']}, failed {last['failed']}, {last['duration_s']}s"
         )
+        if last.get("scan_complete") is False:
+            print(f"             listing incomplete: {last.get('scan_problem') or 'see the log'}")
+        if last.get("stopped_early"):
+            print("             interrupted before all work was done")
     else:
         print("last pass    -")
+    print(f"left         {_describe_left(facts['outstanding'])}")
     j = facts["journal"]
     size = "not written yet" if j["bytes"] is None else f"{j['bytes'] / 1e6:.1f} MB"
     print(f"journal      {j['path']}: {size}, {j['lines']} lines")
@@ -276,7 +345,9 @@ async def cmd_status(cfg: Config, as_json: bool, failures: int) -> int:
         print(json.dumps(facts, indent=2))
     else:
         _print_status(facts)
-    return EXIT_FAILURES if facts["states"]["failed"] else EXIT_OK
+    last = facts["last_pass"] or {}
+    incomplete = last.get("scan_complete") is False or last.get("stopped_early")
+    return EXIT_FAILURES if facts["outstanding_total"] or incomplete else EXIT_OK
 
 
 async def cmd_verify(cfg: Config, deep: bool) -> int:
@@ -302,7 +373,9 @@ async def cmd_verify(cfg: Config, deep: bool) -> int:
     return EXIT_FAILURES if problems else EXIT_OK
 
 
-async def cmd_reconcile(cfg: Config, since: str, until: str | None) -> int:
+async def cmd_reconcile(
+    cfg: Config, since: str, until: str | None, config_path: str | None = None
+) -> int:
     start = parse_timestamp(since, "--since")
     end = parse_timestamp(until, "--until") if until else None
     async with AsyncExitStack() as stack:
@@ -311,11 +384,16 @@ async def cmd_reconcile(cfg: Config, since: str, until: str | None) -> int:
         async def reconcile(stopping: asyncio.Event) -> PassResult:
             return await syncer.run_pass(stopping, since=start, until=end)
 
-        result = await run_until_signalled(reconcile, cfg.daemon.drain_timeout.total_seconds())
+        result = await run_until_signalled(
+            reconcile,
+            cfg.daemon.drain_timeout.total_seconds(),
+            on_reload=_reloader(config_path, syncer),
+        )
     if result is None:
+        print("interrupted: the pass was cancelled; run reconcile again", file=sys.stderr)
         return EXIT_FAILURES
     _print_pass(result)
-    return EXIT_OK if result.ok else EXIT_FAILURES
+    return _exit_code(result)
 
 
 async def cmd_audit_verify(cfg: Config) -> int:
@@ -432,9 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.register_secret(cfg.source.auth_token)
         _configure_logging(args, cfg)
         if args.command == "sync":
-            return asyncio.run(cmd_sync(cfg))
+            return asyncio.run(cmd_sync(cfg, args.config))
         if args.command == "run":
-            return asyncio.run(cmd_run(cfg))
+            return asyncio.run(cmd_run(cfg, args.config))
         if args.command == "status":
             return asyncio.run(cmd_status(cfg, args.json, args.failures))
         if args.command == "check":
@@ -442,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "verify":
             return asyncio.run(cmd_verify(cfg, args.deep))
         if args.command == "reconcile":
-            return asyncio.run(cmd_reconcile(cfg, args.since, args.until))
+            return asyncio.run(cmd_reconcile(cfg, args.since, args.until, args.config))
         if args.command == "audit":
             return asyncio.run(cmd_audit_verify(cfg))
         if args.command == "retry":

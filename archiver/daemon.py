@@ -17,7 +17,7 @@ from typing import TypeVar
 import structlog
 
 from archiver import metrics
-from archiver.errors import ArchiverError
+from archiver.errors import ArchiverError, SourceUnavailable
 from archiver.server import Health
 from archiver.sync import PassResult, Syncer
 
@@ -57,6 +57,8 @@ class Daemon:
         started = time.monotonic()
         try:
             result = await self.syncer.run_pass(stopping)
+            if result.scan.unreachable:  # not one page listed: back off as for any failure
+                raise SourceUnavailable(result.scan.reason)
         except Exception as exc:  # the loop must outlive any failed pass, even a bug in one
             if not isinstance(exc, ArchiverError):
                 log.exception("pass.crashed", error_type=type(exc).__name__)
@@ -135,8 +137,10 @@ async def run_until_signalled(
     main: Callable[[asyncio.Event], Awaitable[T]],
     drain_timeout: float,
     on_stop: Callable[[], None] | None = None,
+    on_reload: Callable[[], Awaitable[None]] | None = None,
 ) -> T | None:
-    """Run ``main(stopping)``; the first signal sets ``stopping``, a second one cancels.
+    """Run ``main(stopping)``; the first SIGTERM/SIGINT sets ``stopping``, a second one
+    cancels. SIGHUP runs ``on_reload`` (operators send it to reload) and never stops anything.
 
     Returns None when ``main`` had to be cancelled.
     """
@@ -158,10 +162,22 @@ async def run_until_signalled(
             log.warning("daemon.cancelling", signal=name)
             task.cancel()
 
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hangup() -> None:
+        log.info("daemon.reload_requested", signal="SIGHUP")
+        if on_reload is None:
+            return
+        job = asyncio.ensure_future(on_reload())
+        reloads.add(job)
+        job.add_done_callback(reloads.discard)
+
     installed = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
         installed.append(sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    installed.append(signal.SIGHUP)
     try:
         return await task
     except asyncio.CancelledError:
@@ -172,3 +188,5 @@ async def run_until_signalled(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        for job in list(reloads):
+            await job

@@ -10,8 +10,10 @@
     │   ├── SourceProtocolError       malformed page, wrong host in a page URI
     │   └── MediaError                one recording's media cannot be archived
     │       ├── MediaNotReady         404 for a listed recording (still being written) [transient]
-    │       ├── MediaUnavailable      5xx / connection dropped mid-body      [transient]
-    │       └── MediaInvalid          error page served as audio, length mismatch, bad header
+    │       ├── MediaUnavailable      5xx / connection dropped or stalled mid-body [transient]
+    │       ├── MediaDamaged          error page served as audio, body cut short   [transient]
+    │       └── MediaInvalid          a media answer no retry can mend (absurd length, bad
+    │                                 redirect, unexpected 4xx)
     ├── StorageError                  the archive backend
     │   ├── StorageUnavailable        unreachable, throttled, 5xx           [transient]
     │   ├── StorageDenied             access denied, missing bucket/folder, disk full (exit 3)
@@ -85,8 +87,15 @@ class MediaUnavailable(MediaError):
         self.retry_after = retry_after
 
 
+class MediaDamaged(MediaError):
+    """The body is not the recording it should be: an error page served as audio, a body cut
+    short or longer than announced. A proxy hiccup looks like this, so it is retried."""
+
+    transient = True
+
+
 class MediaInvalid(MediaError):
-    """The body is not a recording: error page, truncated, wrong length, bad header."""
+    """A media answer no retry can mend: an absurd length, a broken redirect, a 4xx."""
 
 
 class StorageError(ArchiverError):

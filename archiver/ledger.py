@@ -108,6 +108,31 @@ class Row:
         )
 
 
+@dataclass(frozen=True)
+class Outstanding:
+    """Recordings not done yet. ``waiting`` are failed ones that will be tried again (the
+    soonest at ``next_try_at``); ``permanent`` failed for good and need an operator."""
+
+    untried: int  # discovered, never transferred
+    unverified: int  # archived, not yet read back
+    waiting: int
+    next_try_at: float | None
+    permanent: int
+
+    @property
+    def total(self) -> int:
+        return self.untried + self.unverified + self.waiting + self.permanent
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "untried": self.untried,
+            "unverified": self.unverified,
+            "failed_waiting": self.waiting,
+            "next_try_at": iso(self.next_try_at),
+            "failed_permanent": self.permanent,
+        }
+
+
 _ROW_COLUMNS = (
     "sid, account_sid, call_sid, date_created, duration, ext, source, state, attempts, "
     "permanent, last_error, size, sha256, archive_key, updated_at"
@@ -222,20 +247,39 @@ class Ledger:
             return to
         return current
 
+    async def pull_back_watermark(self, to: datetime) -> datetime:
+        """Move the watermark back to ``to`` (a clock that stepped back left it in the
+        future). The only way it moves backwards; listing again from earlier is harmless."""
+        await self.set_meta("watermark", to.astimezone(UTC).isoformat())
+        return to
+
     # ------------------------------------------------------------ recordings
 
     async def upsert_listed(
         self, items: Iterable[Recording | InvalidItem], now: float
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, list[str]]:
         """Record listed items in one transaction. Re-seeing one is harmless.
 
-        Returns (new recordings, new invalid items).
+        A recording marked ``deleted`` that the source lists again (its DELETE answered 200 but
+        did not take) is ``verified`` again, so it is deleted again: the ledger never says
+        "deleted" for a recording the source still has.
+
+        Returns (new recordings, new invalid items, SIDs listed again after their deletion).
         """
         new = invalid = 0
+        relisted: list[str] = []
         await self.db.execute("BEGIN IMMEDIATE")
         try:
             for item in items:
                 if isinstance(item, Recording):
+                    cur = await self.db.execute(
+                        "UPDATE recordings SET state='verified', deleted_at=NULL, updated_at=? "
+                        "WHERE sid=? AND state='deleted'",
+                        (now, item.sid),
+                    )
+                    if cur.rowcount:
+                        relisted.append(item.sid)
+                        continue
                     cur = await self.db.execute(
                         "INSERT INTO recordings (sid, account_sid, call_sid, date_created, "
                         "created_epoch, duration, ext, source, state, discovered_at, updated_at) "
@@ -266,7 +310,7 @@ class Ledger:
         except BaseException:
             await self.db.execute("ROLLBACK")
             raise
-        return new, invalid
+        return new, invalid, relisted
 
     async def get(self, sid: str) -> Row | None:
         async with self.db.execute(
@@ -405,6 +449,25 @@ class Ledger:
         return total
 
     # ---------------------------------------------------------------- status
+
+    async def outstanding(self, now: float, max_attempts: int) -> Outstanding:
+        """What is not done yet: the facts behind the exit code and ``status``."""
+        query = (
+            "SELECT "
+            "(SELECT COUNT(*) FROM recordings WHERE state='discovered'), "
+            "(SELECT COUNT(*) FROM recordings WHERE state='archived'), "
+            "(SELECT COUNT(*) FROM recordings WHERE state='failed' AND permanent=0 "
+            " AND attempts < :max_attempts), "
+            "(SELECT MIN(COALESCE(next_attempt_at, 0)) FROM recordings WHERE state='failed' "
+            " AND permanent=0 AND attempts < :max_attempts), "
+            "(SELECT COUNT(*) FROM recordings WHERE state='failed' AND (permanent=1 "
+            " OR attempts >= :max_attempts))"
+        )
+        async with self.db.execute(query, {"max_attempts": max_attempts}) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        next_try = None if row[3] is None else max(float(row[3]), now)
+        return Outstanding(int(row[0]), int(row[1]), int(row[2]), next_try, int(row[4]))
 
     async def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)

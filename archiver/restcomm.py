@@ -11,7 +11,16 @@ What this client knows about the server, so that nothing above it has to:
   from ``file_uri`` (which may name an internal host); redirects are followed by hand and Basic
   auth is sent only to the origin of ``base_url``;
 * a media body is accepted only when the status is 200, its length matches ``Content-Length``
-  and it starts like a WAV (``RIFF....WAVE``) or an MP4 (``....ftyp``).
+  and it starts like a WAV (``RIFF....WAVE``) or an MP4 (``....ftyp``); anything else is
+  ``MediaDamaged`` (an error page or a cut body: retried), a stall or a reset mid-body is
+  ``MediaUnavailable`` (retried), both naming the URL;
+* the list ends only on a page shorter than asked for, an empty page or the 400 past the end:
+  ``num_pages`` and ``next_page_uri`` come from a converter shared between requests and may
+  describe another request (spec 2.5);
+* a 401 makes the client re-read its token file once (a rotated token) before it gives up; a
+  401/403 from a host we sent no credentials to (a presigned storage URL) means the media is
+  not there yet, never that our credentials are wrong;
+* the server's clock is read from its ``Date`` header (``server_now``).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -36,6 +46,7 @@ import structlog
 from archiver import __version__, logs, metrics
 from archiver.errors import (
     InvalidRecording,
+    MediaDamaged,
     MediaInvalid,
     MediaNotReady,
     MediaUnavailable,
@@ -59,6 +70,29 @@ def origin_of(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def public_url(url: str) -> str:
+    """``url`` without its query (a presigned URL's signature) or any user info: for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """A network error in plain words, never a library repr."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error.strerror if exc.os_error and exc.os_error.strerror else "failed"
+        return f"cannot connect to {exc.host}:{exc.port} ({cause.lower()})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the connection broke mid-body"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -209,6 +243,8 @@ class MediaBody:
     content_length: int | None
     _chunks: AsyncIterator[bytes]
     ext: str
+    url: str = ""  # without query: for messages
+    read_timeout: float = 0.0
     size: int = 0
     _hash: Any = field(default_factory=hashlib.sha256)
     _riff_size: int | None = None
@@ -218,6 +254,22 @@ class MediaBody:
         return str(self._hash.hexdigest())
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._checked():
+                yield chunk
+        except TimeoutError as exc:  # first: aiohttp's read timeout is a connection error too
+            raise MediaUnavailable(
+                f"media {self.url}: stalled, no data for {self.read_timeout:g}s "
+                f"after {self.size} bytes"
+            ) from exc
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise MediaUnavailable(
+                f"media {self.url}: {describe_error(exc)} after {self.size} bytes"
+            ) from exc
+        except MediaDamaged as exc:
+            raise MediaDamaged(f"media {self.url}: {exc}") from None
+
+    async def _checked(self) -> AsyncIterator[bytes]:
         head = b""
         checked = False
         async for chunk in self._chunks:
@@ -235,17 +287,17 @@ class MediaBody:
                 chunk, head, checked = head, b"", True
             self.size += len(chunk)
             if self.content_length is not None and self.size > self.content_length:
-                raise MediaInvalid(f"body is longer than its Content-Length {self.content_length}")
+                raise MediaDamaged(f"body is longer than its Content-Length {self.content_length}")
             self._hash.update(chunk)
             yield chunk
         if not checked:
             _check_magic(head, self.ext, self.content_type)  # raises: too short to be audio
         if self.content_length is not None and self.size != self.content_length:
-            raise MediaInvalid(f"truncated body: got {self.size} of {self.content_length} bytes")
+            raise MediaDamaged(f"truncated body: got {self.size} of {self.content_length} bytes")
         if self._riff_size is not None and self.size < self._riff_size + 8:
             # Content-Length can be honest about a file that is itself cut short (still being
             # written, or a partial copy); the WAV header knows the real length.
-            raise MediaInvalid(
+            raise MediaDamaged(
                 f"truncated WAV: its header promises {self._riff_size + 8} bytes, "
                 f"the body has {self.size}"
             )
@@ -261,7 +313,7 @@ def _check_magic(head: bytes, ext: str, content_type: str) -> None:
             return
         expected = "a RIFF/WAVE header"
     sample = head[:32].decode("latin-1").replace("\n", " ")
-    raise MediaInvalid(
+    raise MediaDamaged(
         f"body is not a recording: expected {expected}, got {content_type or 'no type'} "
         f"starting {sample!r}"
     )
@@ -280,12 +332,15 @@ class RestcommClient:
         server_tz: tzinfo | None = None,
         max_requests_per_second: float = 0.0,
         connections: int = 16,
+        token_file: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.account_sid = validate_sid(account_sid, "account_sid")
-        self._auth = basic_auth(account_sid, auth_token)
-        logs.register_secret(auth_token)
-        logs.register_secret(self._auth.split(" ", 1)[1])  # the header form, base64
+        self._token = ""
+        self._auth = ""
+        self.set_token(auth_token)
+        self.token_file = token_file or None
+        self.server_now: datetime | None = None  # from the last answer's Date header
         self._origin = origin_of(self.base_url)
         # URLs built here start with this; their authority is the configured one by construction
         self._own_prefix = f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}/"
@@ -296,6 +351,41 @@ class RestcommClient:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._warned_foreign = False
+
+    def set_token(self, token: str) -> bool:
+        """Use ``token`` from now on; True when it differs from the one in use."""
+        if token == self._token:
+            return False
+        self._token = token
+        self._auth = basic_auth(self.account_sid, token)
+        logs.register_secret(token)
+        logs.register_secret(self._auth.split(" ", 1)[1])  # the header form, base64
+        return True
+
+    async def reload_token(self) -> bool:
+        """Re-read the token file (a rotated token); True when the token changed."""
+        if self.token_file is None:
+            return False
+        path = Path(self.token_file)
+        try:
+            token = (await asyncio.to_thread(path.read_text, encoding="utf-8")).strip()
+        except OSError as exc:
+            log.error("source.token_unreadable", file=str(path), error=exc.strerror)
+            return False
+        if not token or not self.set_token(token):
+            return False
+        log.info("source.token_reloaded", file=str(path))
+        return True
+
+    def _note_date(self, resp: aiohttp.ClientResponse) -> None:
+        value = resp.headers.get("Date")
+        if not value:
+            return
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return
+        self.server_now = when if when.tzinfo else when.replace(tzinfo=UTC)
 
     @property
     def api_root(self) -> str:
@@ -348,48 +438,67 @@ class RestcommClient:
     ) -> Page:
         """One page of the newest-first list. A 400 past the first page means past the end."""
         url = self.page_url(page, page_size, start_date, end_date)
-        await self._limiter.acquire()
-        try:
-            async with self.session.get(
-                url,
-                headers=self._headers_for(url, "application/json"),
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            ) as resp:
-                self._count(resp.status)
-                self._raise_for_status(resp, "list")
-                if resp.status == 400:
-                    if page > 0:
-                        return Page(page, page_size, 0, page - 1, [], last=True)
-                    raise SourceProtocolError(
-                        f"the list answered 400 for page 0 (StartTime={start_date}); "
-                        "the server rejects the query"
-                    )
-                if resp.status != 200:
-                    raise SourceProtocolError(f"the list answered HTTP {resp.status}")
-                text = await resp.text(errors="replace")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._count("error")
-            raise SourceUnavailable(f"cannot reach the list at {self.base_url}: {exc!r}") from exc
+        status, text = await self._api("GET", url, f"list page {page}")
+        if status == 400:
+            if page > 0:
+                return Page(page, page_size, 0, page - 1, [], last=True)
+            raise SourceProtocolError(
+                f"the list answered 400 for page 0 (StartTime={start_date}); "
+                "the server rejects the query"
+            )
+        if status == 404:
+            raise SourceProtocolError(
+                f"list page {page}: {public_url(url)} answered 404: is source.base_url the API "
+                "root, everything before /2012-04-24 (e.g. https://host/restcomm)?"
+            )
+        if status != 200:
+            raise SourceProtocolError(f"list page {page}: {public_url(url)} answered HTTP {status}")
         return self._parse_page(text, page, page_size)
 
-    def _raise_for_status(self, resp: aiohttp.ClientResponse, what: str) -> None:
-        if resp.status == 401:
+    async def _api(self, method: str, url: str, what: str) -> tuple[int, str]:
+        """One small API request (a list page, a DELETE): (status, body). A 401 re-reads the
+        token file once; errors that are not an answer to interpret are raised here."""
+        for reread in (False, True):
+            await self._limiter.acquire()
+            try:
+                async with self.session.request(
+                    method,
+                    url,
+                    headers=self._headers_for(url, "application/json"),
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self._timeout),
+                ) as resp:
+                    self._count(resp.status)
+                    self._note_date(resp)
+                    if resp.status == 401 and not reread and await self.reload_token():
+                        continue  # the token was rotated: once more with the new one
+                    if resp.status != 404:
+                        self._raise_for_status(resp.status, resp.headers, what)
+                    return resp.status, await resp.text(errors="replace")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._count("error")
+                raise SourceUnavailable(
+                    f"{what}: {public_url(url)}: {describe_error(exc)}"
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_for_status(self, status: int, headers: Mapping[str, str], what: str) -> None:
+        if status == 401:
             raise SourceAuthError(
                 f"{what}: 401 credentials rejected for account {self.account_sid} "
                 "(check source.account_sid and source.auth_token)"
             )
-        if resp.status == 403:
+        if status == 403:
             raise SourceAuthError(
                 f"{what}: 403 forbidden for account {self.account_sid} "
                 "(account not active, or the token lacks Read/Delete:Recordings)"
             )
-        if resp.status in _RETRYABLE_STATUS:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            if resp.status == 429:
+        if status in _RETRYABLE_STATUS:
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+            if status == 429:
                 self._limiter.penalize(retry_after or 1.0)
             raise SourceUnavailable(
-                f"{what}: HTTP {resp.status} from the source", retry_after=retry_after
+                f"{what}: HTTP {status} from the source", retry_after=retry_after
             )
 
     def _parse_page(self, text: str, page: int, page_size: int) -> Page:
@@ -423,9 +532,9 @@ class RestcommClient:
                     if learned is not None:
                         self.server_tz = learned
         items = [parse_recording(item, self.server_tz, self.account_sid) for item in raw]
-        last = (
-            not raw or page >= num_pages or next_uri in (None, "", "null") or len(raw) < page_size
-        )
+        # Only the page itself tells the end: a full page's num_pages/next_page_uri may be
+        # another request's (the server's converter is shared between requests).
+        last = len(raw) < page_size
         return Page(page, page_size, total, num_pages, items, last)
 
     async def check(self) -> int:
@@ -442,13 +551,19 @@ class RestcommClient:
     @asynccontextmanager
     async def media(self, sid: str, ext: str) -> AsyncIterator[MediaBody]:
         """Open the media of one recording; iterate the yielded body to stream it."""
-        url = self.media_url(sid, ext)
+        first = url = self.media_url(sid, ext)
+        reread = False
         try:
-            for _hop in range(DEFAULT_MAX_REDIRECTS + 1):
+            hops = 0
+            while True:
+                if hops > DEFAULT_MAX_REDIRECTS:
+                    raise MediaInvalid(f"more than {DEFAULT_MAX_REDIRECTS} redirects for {sid}")
+                hops += 1
+                headers = {**self._headers_for(url, "*/*"), "Accept-Encoding": "identity"}
                 await self._limiter.acquire()
                 async with self.session.get(
                     url,
-                    headers={**self._headers_for(url, "*/*"), "Accept-Encoding": "identity"},
+                    headers=headers,
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(
                         total=None, connect=self._timeout, sock_read=self._timeout
@@ -463,28 +578,47 @@ class RestcommClient:
                         if urlsplit(url).scheme not in ("http", "https"):
                             raise MediaInvalid("redirect to a non-HTTP URL refused")
                         continue
-                    yield self._media_body(resp, ext)
+                    sent_auth = "Authorization" in headers
+                    if resp.status == 401 and sent_auth and not reread:
+                        reread = True
+                        if await self.reload_token():  # rotated: start again from our URL
+                            url, hops = first, 0
+                            continue
+                    yield self._media_body(resp, ext, url, sent_auth)
                     return
-            raise MediaInvalid(f"more than {DEFAULT_MAX_REDIRECTS} redirects for {sid}")
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             self._count("error")
-            raise MediaUnavailable(f"media connection failed: {exc!r}") from exc
+            raise MediaUnavailable(f"media {public_url(url)}: {describe_error(exc)}") from exc
         except aiohttp.ClientError as exc:
             self._count("error")
-            raise MediaUnavailable(f"media request failed: {exc!r}") from exc
+            raise MediaUnavailable(f"media {public_url(url)}: {describe_error(exc)}") from exc
 
-    def _media_body(self, resp: aiohttp.ClientResponse, ext: str) -> MediaBody:
+    def _media_body(
+        self, resp: aiohttp.ClientResponse, ext: str, url: str, sent_auth: bool
+    ) -> MediaBody:
+        where = public_url(url)
         if resp.status == 404:
-            raise MediaNotReady("media answered 404 (the platform may still be writing it)")
+            raise MediaNotReady(
+                f"media {where} answered 404 (the platform may still be writing it)"
+            )
         if resp.status in _RETRYABLE_STATUS:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             if resp.status == 429:
                 self._limiter.penalize(retry_after or 1.0)
-            raise MediaUnavailable(f"media answered HTTP {resp.status}", retry_after=retry_after)
+            raise MediaUnavailable(
+                f"media {where} answered HTTP {resp.status}", retry_after=retry_after
+            )
+        if resp.status in (401, 403) and not sent_auth:
+            # a presigned storage URL refuses a key that is not uploaded yet: our credentials
+            # were never sent there, so they cannot be what is wrong
+            raise MediaNotReady(
+                f"storage {origin_of(url)} answered HTTP {resp.status} to the media's presigned "
+                "URL (the platform may still be uploading it)"
+            )
         if resp.status in (401, 403):
-            raise SourceAuthError(f"media answered HTTP {resp.status}")
+            raise SourceAuthError(f"media {where} answered HTTP {resp.status}")
         if resp.status != 200:
-            raise MediaInvalid(f"media answered HTTP {resp.status}, expected 200")
+            raise MediaInvalid(f"media {where} answered HTTP {resp.status}, expected 200")
         length: int | None = None
         header = resp.headers.get("Content-Length")
         encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", "")
@@ -496,7 +630,14 @@ class RestcommClient:
             if length < 0 or length > MAX_RECORDING_BYTES:
                 raise MediaInvalid(f"Content-Length {length} is absurd for a recording")
         content_type = resp.headers.get("Content-Type", "")
-        return MediaBody(content_type, length, resp.content.iter_chunked(DEFAULT_CHUNK), ext)
+        return MediaBody(
+            content_type,
+            length,
+            resp.content.iter_chunked(DEFAULT_CHUNK),
+            ext,
+            url=where,
+            read_timeout=self._timeout,
+        )
 
     # ---------------------------------------------------------------- delete
 
@@ -504,40 +645,30 @@ class RestcommClient:
         """DELETE one recording. True when deleted now, False when it was already gone (404)."""
         validate_sid(sid)
         url = f"{self.api_root}/Recordings/{sid}.json"
-        await self._limiter.acquire()
-        try:
-            async with self.session.delete(
-                url,
-                headers=self._headers_for(url, "application/json"),
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            ) as resp:
-                self._count(resp.status)
-                if resp.status == 404:
-                    return False
-                self._raise_for_status(resp, "delete")
-                if resp.status not in (200, 204):
-                    raise SourceProtocolError(f"delete answered HTTP {resp.status}")
-                return True
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._count("error")
-            raise SourceUnavailable(f"delete failed: {exc!r}") from exc
+        status, _body = await self._api("DELETE", url, "delete")
+        if status == 404:
+            return False
+        if status not in (200, 204):
+            raise SourceProtocolError(f"delete {public_url(url)} answered HTTP {status}")
+        return True
 
 
-def end_date_for(until: datetime, server_tz: tzinfo | None) -> date:
-    """The ``EndTime`` date sure to include ``until`` (the server adds a day to it anyway)."""
-    if server_tz is not None:
-        return (until.astimezone(server_tz) + timedelta(hours=2)).date()
-    return (until.astimezone(UTC) + timedelta(hours=14)).date()
+# Every UTC offset in use lies within -12:00..+14:00; 14 h on either side covers any zone the
+# server has, or changes to, whatever the configured or learned one says.
+ZONE_MARGIN = timedelta(hours=14)
 
 
-def start_date_for(since: datetime, server_tz: tzinfo | None) -> date:
-    """The ``StartTime`` date that is sure to include ``since`` in the server's zone.
+def end_date_for(until: datetime) -> date:
+    """The ``EndTime`` date sure to include ``until`` in any zone (the server adds a day)."""
+    return (until.astimezone(UTC) + ZONE_MARGIN).date()
 
-    Known zone: the server-local date, less a 2 h margin for DST and clock skew. Unknown zone:
-    the earliest local date any offset (down to UTC-14) could give. Listing a little too early
-    is cheap: the scan stops at the first recording older than ``since``.
+
+def start_date_for(since: datetime, server_now: datetime | None = None) -> date:
+    """The ``StartTime`` date sure to include ``since`` in any zone the server may be in.
+
+    It is never later than the server's own date (``server_now``, from its ``Date`` header):
+    a clock of ours ahead of the server's must not ask for a day that has not begun there.
+    A day too early costs one date, not a page: the scan stops by instant, not by date.
     """
-    if server_tz is not None:
-        return (since.astimezone(server_tz) - timedelta(hours=2)).date()
-    return (since.astimezone(UTC) - timedelta(hours=14)).date()
+    start = since if server_now is None else min(since, server_now)
+    return (start.astimezone(UTC) - ZONE_MARGIN).date()

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import email.utils
 import hashlib
 import hmac
 import inspect
@@ -25,7 +26,7 @@ import math
 import random
 import re
 import struct
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -316,6 +317,9 @@ class Fault:
     content_type: str | None
     truncate_after: int | None
     content_length_delta: int
+    query: Mapping[str, str] | None = None
+    stall_after: int | None = None
+    stall_for: float = 0.0
     hits: int = 0
     _registry: list[Fault] | None = field(default=None, repr=False, compare=False)
 
@@ -326,8 +330,10 @@ class Fault:
     def active(self) -> bool:
         return self.times is None or self.hits < self.times
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, query: Mapping[str, str] | None = None) -> bool:
         if self.method != "*" and self.method.upper() != method.upper():
+            return False
+        if self.query is not None and any((query or {}).get(k) != v for k, v in self.query.items()):
             return False
         return self._pattern.search(path) is not None
 
@@ -394,6 +400,16 @@ class RestcommSimulator:
         self.on_list: Callable[[int], Awaitable[None] | None] | None = None
         self.on_delete: Callable[[SimRecording], None] | None = None
         self.latency = 0.0  # seconds added to every answer (benchmarks: a WAN round trip)
+        # the server's clock for its Date header (None: the real one); tests step it
+        self.clock: Callable[[], float] | None = None
+        # the next N JSON list answers carry another request's envelope (page, num_pages,
+        # total, page URIs): the real server builds it in one converter shared between
+        # requests (spec 2.5)
+        self.envelope_race = 0
+        # redirect mode: SIDs whose storage object is still being uploaded (presigned URL 403)
+        self.uploading: set[str] = set()
+        # DELETE answers 200 but the recording stays (a server that lies, or a replica lag)
+        self.lying_deletes = False
         self.in_flight = 0  # requests being answered now, and the most there ever were
         self.peak_in_flight = 0
         self.base_url = ""
@@ -467,6 +483,9 @@ class RestcommSimulator:
         content_type: str | None = None,
         truncate_after: int | None = None,
         content_length_delta: int = 0,
+        query: Mapping[str, str] | None = None,
+        stall_after: int | None = None,
+        stall_for: float = 0.0,
     ) -> Fault:
         """Register a fault. The first active fault whose ``path`` regex is found in the
         request path (and whose method matches; ``"*"`` for any) applies:
@@ -478,7 +497,10 @@ class RestcommSimulator:
           many body bytes, then drop the connection;
         * ``content_length_delta``: advertise Content-Length + delta. Negative: the body is
           cut to the advertised length. Positive: the whole body is sent, then the
-          connection is dropped.
+          connection is dropped;
+        * ``query``: apply only to requests carrying these query parameters (``{"Page": "2"}``);
+        * ``stall_after``/``stall_for``: send that many body bytes, then nothing for
+          ``stall_for`` seconds (a stalled transfer), then the rest.
         """
         fault = Fault(
             path=path,
@@ -491,6 +513,9 @@ class RestcommSimulator:
             content_type=content_type,
             truncate_after=truncate_after,
             content_length_delta=content_length_delta,
+            query=dict(query) if query is not None else None,
+            stall_after=stall_after,
+            stall_for=stall_for,
             _registry=self.faults,
         )
         self.faults.append(fault)
@@ -499,9 +524,11 @@ class RestcommSimulator:
     def clear_faults(self) -> None:
         self.faults.clear()
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(
+        self, method: str, path: str, query: Mapping[str, str] | None = None
+    ) -> Fault | None:
         for fault in self.faults:
-            if fault.active and fault.matches(method, path):
+            if fault.active and fault.matches(method, path, query):
                 fault.hits += 1
                 return fault
         return None
@@ -665,7 +692,7 @@ class RestcommSimulator:
         route: Callable[[web.Request, bool], Awaitable[_Reply]],
     ) -> web.StreamResponse:
         authorized = self._check_auth(request)
-        fault = self._take_fault(request.method, request.path)
+        fault = self._take_fault(request.method, request.path, request.query)
         status = 500
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -698,7 +725,10 @@ class RestcommSimulator:
     ) -> web.StreamResponse:
         truncate = fault.truncate_after if fault is not None else None
         delta = fault.content_length_delta if fault is not None else 0
-        if reply.stream is None and truncate is None and delta == 0:
+        stall = fault.stall_after if fault is not None else None
+        if self.clock is not None:  # the server's own clock, as its Date header shows it
+            reply.headers["Date"] = _http_date(self.clock())
+        if reply.stream is None and truncate is None and delta == 0 and stall is None:
             return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
         if reply.stream is None:
             stream: Iterable[bytes] = _split(reply.body, _BLOCK)
@@ -717,6 +747,12 @@ class RestcommSimulator:
         written = 0
         try:
             for chunk in stream:
+                if stall is not None and fault is not None and written + len(chunk) > stall:
+                    head, chunk = chunk[: stall - written], chunk[stall - written :]
+                    await response.write(head)
+                    written += len(head)
+                    await asyncio.sleep(fault.stall_for)  # the transfer stalls mid-body
+                    stall = None
                 if truncate is not None and written + len(chunk) >= truncate:
                     part = chunk[: truncate - written]
                     if part:
@@ -827,7 +863,8 @@ class RestcommSimulator:
         if method == "DELETE":
             if self.on_delete is not None:
                 self.on_delete(rec)  # tests check the archive at the moment of the delete
-            del self.recordings[name]
+            if not self.lying_deletes:
+                del self.recordings[name]
             self.deleted.append(name)
             return _empty(200)
         payload = self._render_recording(rec)
@@ -860,6 +897,7 @@ class RestcommSimulator:
         recs = self.recordings
         fingerprint = (
             sort_by,
+            self.tz,
             self.account_sid,
             len(recs),
             _MUTATIONS[0],
@@ -870,11 +908,9 @@ class RestcommSimulator:
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
         account = self.account_sid
-        base = [
-            (math.floor(r.date_created.timestamp()), r)
-            for r in recs.values()
-            if r.account_sid == account
-        ]
+        # a DATETIME column holds the server-local wall time: it orders and filters by that
+        # (in the repeated autumn hour, instants go back inside the newest-first order)
+        base = [(self._wall(r.date_created), r) for r in recs.values() if r.account_sid == account]
         rows: list[_Row]
         field_name, ascending = sort_by or ("", False)
         if field_name in ("", "DateCreated"):
@@ -972,8 +1008,8 @@ class RestcommSimulator:
         # 5. COUNT, 6. range check, 7. SELECT
         rows = self._sorted_rows(sort_by)
         if start_at is not None or end_at is not None or call_like is not None:
-            lo_ts = math.floor(start_at.timestamp()) if start_at is not None else None
-            hi_ts = math.floor(end_at.timestamp()) if end_at is not None else None
+            lo_ts = _naive_seconds(start_at) if start_at is not None else None
+            hi_ts = _naive_seconds(end_at) if end_at is not None else None
             rows = [
                 row
                 for row in rows
@@ -1015,10 +1051,18 @@ class RestcommSimulator:
             "last_page_uri": f"{uri}?Page={num_pages}&PageSize={page_size}",
             "recordings": [self._render_recording(r) for r in chunk],
         }
+        if self.envelope_race > 0:
+            self.envelope_race -= 1
+            envelope.update(_other_envelope(uri))
         return _Reply(200, {"Content-Type": "application/json"}, gson_dumps(envelope).encode())
 
     def _local_midnight(self, day: date) -> datetime:
-        return datetime(day.year, day.month, day.day, tzinfo=self.tz)
+        """Midnight of ``day`` as a naive wall time (a DATETIME value)."""
+        return datetime(day.year, day.month, day.day)
+
+    def _wall(self, when: datetime) -> int:
+        """Seconds of the server-local wall time of ``when`` (naive, as DATETIME stores it)."""
+        return _naive_seconds(when.astimezone(self.tz).replace(tzinfo=None))
 
     # ---------------------------------------------------------------- storage (S3-like)
 
@@ -1039,10 +1083,24 @@ class RestcommSimulator:
         if not hmac.compare_digest(signature, self._signature(name)):
             return _s3_error(403, "SignatureDoesNotMatch", "The request signature does not match")
         rec = self.recordings.get(match.group(1))
+        if rec is not None and rec.sid in self.uploading:
+            # S3 answers a missing key with 403 when the signer may not list the bucket
+            return _s3_error(403, "AccessDenied", "Access Denied")
         if rec is None or rec.ext != match.group(2):
             return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
         headers = {"Content-Type": rec.content_type, "ETag": f'"{rec.sha256()[:32]}"'}
         return _Reply(200, headers, stream=rec.iter_body(), length=rec.size)
+
+
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def _naive_seconds(wall: datetime) -> int:
+    return math.floor((wall - _NAIVE_EPOCH).total_seconds())
+
+
+def _http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
 
 
 def _s3_error(status: int, code: str, message: str) -> _Reply:
@@ -1051,6 +1109,23 @@ def _s3_error(status: int, code: str, message: str) -> _Reply:
         f"<Error><Code>{code}</Code><Message>{xml_escape(message)}</Message></Error>"
     )
     return _Reply(status, {"Content-Type": "application/xml"}, body.encode())
+
+
+def _other_envelope(uri: str) -> dict[str, Any]:
+    """The envelope of another client's request (page 0 of 3 recordings, 50 a page) that a
+    shared converter can hand to this one."""
+    return {
+        "page": 0,
+        "num_pages": 0,
+        "page_size": 50,
+        "total": 3,
+        "start": "0",
+        "end": "3",
+        "first_page_uri": f"{uri}?Page=0&PageSize=50",
+        "previous_page_uri": "null",
+        "next_page_uri": "null",
+        "last_page_uri": f"{uri}?Page=0&PageSize=50",
+    }
 
 
 def _accept_ok(accept: str) -> bool:

@@ -2,10 +2,22 @@
 
 The pass receives everything it talks to (client, storage, ledger, clock) from its caller.
 
-Listing (``scan``) works with the server as it is: newest first, offset-paged, no tiebreak
-inside one second. It lists ``StartTime = date(watermark - lookback)``, upserts every page into
-the ledger as it arrives, and stops at the first page that reaches recordings older than
-``watermark - lookback`` (everything after is older still). Two hazards are handled:
+Listing (``scan``) works with the server as it is: newest first by its *local wall time*,
+offset-paged, no tiebreak inside one second, an envelope that may describe another request.
+It is complete by construction, trusting neither the envelope nor the clocks:
+
+* ``since`` is ``min(watermark, now) - lookback``: a watermark left in the future by a clock
+  that stepped back is pulled back to now (and logged), so new recordings are not below it;
+* ``StartTime`` is a date early enough for any zone the server has or changes to, and never
+  later than the server's own date (its ``Date`` header);
+* the list ends only on a page shorter than asked for (or empty, or the 400 past the end);
+* paging stops only at a recording older than ``since`` by more than the zone's offset can
+  change (``DEFAULT_ZONE_SLACK``, 0 for a configured fixed-offset zone): in the repeated
+  autumn hour, instants go back by an hour inside the newest-first order;
+* a page that keeps failing ends the listing *incomplete* (the watermark stays, the page is
+  named), and the recordings already listed are still transferred in the same pass.
+
+It upserts every page into the ledger as it arrives. Two more hazards are handled:
 
 * a group of recordings sharing one second that straddles a page boundary can come back in a
   different order on each page request, so a member can be skipped. Every such group is
@@ -24,26 +36,30 @@ import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 
 import structlog
 
 from archiver import metrics
 from archiver.audit import Journal
-from archiver.config import Config
+from archiver.config import Config, parse_timezone
 from archiver.errors import (
     ArchiveConflict,
     ArchiverError,
     InvalidRecording,
     LedgerError,
     MediaNotReady,
+    MediaUnavailable,
     SourceAuthError,
+    SourceError,
+    SourceUnavailable,
     StorageDenied,
     StorageError,
+    StorageUnavailable,
     VerificationFailed,
 )
-from archiver.ledger import Ledger, Row
+from archiver.ledger import Ledger, Outstanding, Row
 from archiver.restcomm import (
     InvalidItem,
     Page,
@@ -66,7 +82,28 @@ DEFAULT_RETRY_BASE = 60.0  # seconds before the first retry of a failed recordin
 DEFAULT_RETRY_CAP = 6 * 3600.0
 DEFAULT_DUE_BATCH = 500
 DEFAULT_TRANSFER_ATTEMPTS = 3  # immediate tries of one transfer before it is left for later
+# how far a zone's UTC offset can move (daylight saving: 1 h, 2 h in a few zones)
+DEFAULT_ZONE_SLACK = timedelta(hours=2)
+
+
+def zone_slack(server_tz: tzinfo | None, year: int) -> timedelta:
+    """How much older than ``since`` the listing must read before it stops: 0 when the
+    server's zone is configured and keeps one offset all year, else DEFAULT_ZONE_SLACK."""
+    if server_tz is None:
+        return DEFAULT_ZONE_SLACK
+    winter, summer = datetime(year, 1, 15, tzinfo=UTC), datetime(year, 7, 15, tzinfo=UTC)
+    if server_tz.utcoffset(winter.astimezone(server_tz)) == server_tz.utcoffset(
+        summer.astimezone(server_tz)
+    ):
+        return timedelta(0)
+    return DEFAULT_ZONE_SLACK
+
+
 FATAL = (SourceAuthError, StorageDenied, LedgerError)
+# consecutive recordings failing with an error that may be everyone's (5xx, throttling, no
+# connection) before the pass calls it an outage: it stops, and charges none of them
+DEFAULT_OUTAGE_STREAK = 3
+SHARED = (SourceUnavailable, MediaUnavailable, StorageUnavailable)
 
 
 @dataclass
@@ -76,9 +113,11 @@ class ScanResult:
     new: int = 0
     invalid: int = 0
     pages: int = 0
+    relisted: int = 0  # listed again after a DELETE that answered 200
     newest: datetime | None = None
     complete: bool = True
     reason: str = ""
+    unreachable: bool = False  # not even the first page could be listed
 
 
 @dataclass
@@ -96,19 +135,34 @@ class PassResult:
     deleted: int = 0
     would_delete: int = 0
     delete_skipped: int = 0
+    # what is left to do once the pass ended (the whole ledger, not only this pass's work)
+    outstanding: Outstanding | None = None
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.scan.invalid == 0
+        """True only when nothing is failed, waiting or untried, the listing was complete and
+        the pass ran to its end: the one condition for exit code 0."""
+        return (
+            self.failed == 0
+            and self.scan.invalid == 0
+            and self.scan.complete
+            and not self.stopped_early
+            and self.outstanding is not None
+            and self.outstanding.total == 0
+        )
 
     def summary(self) -> dict[str, object]:
+        left = self.outstanding.as_dict() if self.outstanding is not None else None
         return {
             "listed": self.scan.listed,
             "reread": self.scan.reread,
             "new": self.scan.new,
             "invalid": self.scan.invalid,
             "pages": self.scan.pages,
+            "relisted": self.scan.relisted,
             "scan_complete": self.scan.complete,
+            "scan_problem": self.scan.reason or None,
+            "outstanding": left,
             "archived": self.archived,
             "verified": self.verified,
             "failed": self.failed,
@@ -266,6 +320,10 @@ class Syncer:
         self.due_total = 0  # recordings this pass set out to transfer (for progress)
         self.journal = journal
         self._end_date: date | None = None
+        self.zone_slack = zone_slack(
+            parse_timezone(cfg.source.server_timezone, "source.server_timezone"),
+            self.now().year,
+        )
         # download slots: every slot is given back when its transfer ends, pass or no pass
         self._source = asyncio.Semaphore(cfg.source.concurrency)
         self.on_progress: Callable[[PassResult, Row | None], None] | None = None
@@ -276,10 +334,23 @@ class Syncer:
     # ------------------------------------------------------------------ scan
 
     async def since(self) -> datetime:
+        """Where this pass lists from: the watermark less the lookback, never later than now
+        less the lookback (a watermark in the future is pulled back to now first)."""
+        src = self.cfg.source
+        now = self.now()
         watermark = await self.ledger.watermark()
+        if watermark is not None and watermark > now:
+            # the clock stepped back (NTP) after the watermark was set by a clock running ahead
+            log.warning(
+                "watermark.pulled_back",
+                watermark=watermark.isoformat(),
+                now=now.isoformat(),
+                ahead_s=round((watermark - now).total_seconds()),
+            )
+            watermark = await self.ledger.pull_back_watermark(now)
         if watermark is None:
-            return self.cfg.source.start_time
-        return max(watermark - self.cfg.source.lookback, self.cfg.source.start_time)
+            return min(src.start_time, now - src.lookback)
+        return max(min(watermark, now) - src.lookback, src.start_time)
 
     async def _page(self, page: int, size: int, start: date | None) -> Page:
         end = self._end_date
@@ -288,12 +359,31 @@ class Syncer:
         )
 
     async def scan(self, since: datetime, until: datetime | None = None) -> ScanResult:
-        """List everything created at or after ``since`` (and up to ``until``) into the ledger."""
+        """List everything created at or after ``since`` (and up to ``until``) into the ledger.
+
+        Never raises for a page that keeps failing (but for rejected credentials): the result
+        is then incomplete, with the page named in ``reason``.
+        """
         result = ScanResult()
-        self._end_date = None if until is None else end_date_for(until, self.client.server_tz)
+        try:
+            await self._scan(since, until, result)
+        except SourceAuthError:
+            raise
+        except SourceError as exc:
+            result.complete = False
+            result.unreachable = result.pages == 0
+            result.reason = f"listing stopped: {type(exc).__name__}: {exc}"
+            log.error("scan.page_failed", error=str(exc), error_type=type(exc).__name__)
+        return result
+
+    async def _scan(self, since: datetime, until: datetime | None, result: ScanResult) -> None:
+        self._end_date = None if until is None else end_date_for(until)
         size = self.cfg.source.page_size
-        start = start_date_for(since, self.client.server_tz)
-        for restart in range(DEFAULT_SCAN_RESTARTS + 1):
+        stop_before = since - self.zone_slack  # older than this on a page: every later is too
+        start = start_date_for(since, self.client.server_now)
+        restart = 0
+        capped_once = False
+        while True:
             runs = _Runs(size, since)
             first_total: int | None = None
             page_no = 0
@@ -301,37 +391,58 @@ class Syncer:
             while True:
                 page = await self._page(page_no, size, start)
                 result.pages += 1
+                if (
+                    page_no == 0
+                    and not capped_once
+                    and start > (capped := start_date_for(since, self.client.server_now))
+                ):
+                    # the server's date (its Date header) is behind ours: ask from its date
+                    log.warning("scan.server_clock_behind", start=str(capped), asked=str(start))
+                    start, capped_once = capped, True
+                    continue
                 if first_total is None:
                     first_total = page.total
                 elif page.total < first_total:
-                    shrank = True
+                    # a shared envelope can carry another request's total: ask again first
+                    page = await self._page(page_no, size, start)
+                    result.pages += 1
+                    shrank = page.total < first_total
                 await self._record(page.items, result)
                 runs.feed(page_no, page.items)
                 if shrank or page.last:
                     break
-                if any(isinstance(x, Recording) and x.date_created < since for x in page.items):
-                    break  # newest first: every later page is older than `since`
+                if any(
+                    isinstance(x, Recording) and x.date_created < stop_before for x in page.items
+                ):
+                    break  # newest first, by wall time: every later page is older still
                 page_no += 1
             if shrank and restart < DEFAULT_SCAN_RESTARTS:
                 log.warning("scan.restarted", reason="rows deleted while paging", restart=restart)
+                restart += 1
                 continue
             if shrank:
                 result.complete = False
                 result.reason = "rows kept disappearing while paging"
             for t, lo, hi in runs.finish():
-                if not await self._read_group(t, lo, hi, start, result):
+                # a group that ran to the end of the list ends by the last position seen
+                hi_or_end = hi if hi is not None else runs.last + 1
+                if not await self._read_group(t, lo, hi_or_end, hi is None, start, result):
                     result.complete = False
                     result.reason = f"could not read all recordings created at {t.isoformat()}"
                     log.warning("scan.group_unresolved", date_created=t.isoformat())
-            break
-        return result
+            return
 
     async def _record(
         self, items: list[Recording | InvalidItem], result: ScanResult, *, reread: bool = False
     ) -> None:
-        new, invalid = await self.ledger.upsert_listed(items, self.clock())
+        new, invalid, relisted = await self.ledger.upsert_listed(items, self.clock())
         result.new += new
         result.invalid += invalid
+        result.relisted += len(relisted)
+        for sid in relisted:
+            # its DELETE answered 200, yet the source lists it: verified again, deleted again
+            self._audit("relisted", sid=sid, reason="listed again after its deletion")
+            log.warning("recording.relisted", sid=sid)
         if reread:
             result.reread += len(items)
         else:
@@ -351,16 +462,22 @@ class Syncer:
                     log.error("recording.invalid", sid=item.sid, reason=item.reason)
 
     async def _read_group(
-        self, t: datetime, lo: int, hi: int | None, start: date | None, result: ScanResult
+        self,
+        t: datetime,
+        lo: int,
+        top: int,
+        to_end: bool,
+        start: date | None,
+        result: ScanResult,
     ) -> bool:
-        """Read every recording created at ``t`` with one page covering positions lo..hi.
+        """Read every recording created at ``t`` with one page covering positions lo..top.
 
-        ``lo`` holds the last recording newer than ``t`` (or is 0), ``hi`` the first one older
-        (None: the group ran to the end of the list). The page must show a newer recording
+        ``lo`` holds the last recording newer than ``t`` (or is 0), ``top`` the first one
+        older, or (``to_end``: the group ran to the end of the list) the first position past
+        the end, so that the page comes back short. The page must show a newer recording
         before the group and an older one after it (or the list's ends), or it is tried again
         wider: rows inserted meanwhile shift positions.
         """
-        top = hi if hi is not None else lo + 1
         for attempt in range(DEFAULT_GROUP_TRIES):
             margin = 0 if attempt == 0 else (top - lo + 1) * attempt
             page_no, size = _covering_page(max(lo - margin, 0), top + margin)
@@ -372,7 +489,7 @@ class Syncer:
             if not idx:
                 continue
             head_ok = page_no == 0 or any(s > t for s in stamps[: idx[0]])
-            tail_ok = (page.last and hi is None) or any(s < t for s in stamps[idx[-1] :])
+            tail_ok = (page.last and to_end) or any(s < t for s in stamps[idx[-1] :])
             if head_ok and tail_ok:
                 log.debug("scan.group_read", date_created=t.isoformat(), members=len(idx))
                 return True
@@ -464,14 +581,18 @@ class Syncer:
         metrics.ARCHIVED_BYTES.inc(size)
         log_.info("recording.verified", key=key, size=size)
 
-    async def _attempt(self, row: Row, result: PassResult) -> None:
+    async def _attempt(self, row: Row, result: PassResult, outage: _Outage) -> None:
         metrics.IN_FLIGHT.inc()
         try:
             await self.archive_one(row, result)
         except FATAL:
             raise
+        except SHARED as exc:  # everyone's fault or this recording's: the next ones tell
+            await outage.failed(row, exc)
         except (ArchiverError, ValueError) as exc:
             await self._fail(row, exc, result)
+        else:
+            await outage.succeeded()
         finally:
             metrics.IN_FLIGHT.dec()
             if self.on_progress is not None:
@@ -526,16 +647,17 @@ class Syncer:
         limit = asyncio.Semaphore(2 * self.cfg.source.concurrency)
         self.due_total = await self.ledger.count_due(self.clock(), self.cfg.source.max_attempts)
         after: tuple[float, str] | None = None  # a cursor, so memory does not grow with work
+        outage = _Outage(self, result)
 
         async def one(row: Row) -> None:
             try:
-                if not stopping.is_set():
-                    await self._attempt(row, result)
+                if not stopping.is_set() and outage.error is None:
+                    await self._attempt(row, result, outage)
             finally:
                 limit.release()
 
         async with asyncio.TaskGroup() as tg:
-            while not stopping.is_set():
+            while not stopping.is_set() and outage.error is None:
                 rows = await self.ledger.due(
                     self.clock(), self.cfg.source.max_attempts, DEFAULT_DUE_BATCH, after
                 )
@@ -545,10 +667,11 @@ class Syncer:
                     assert row.date_created is not None  # due rows are never invalid items
                     after = (row.date_created.timestamp(), row.sid)
                     await limit.acquire()
-                    if stopping.is_set():
+                    if stopping.is_set() or outage.error is not None:
                         limit.release()
                         break
                     tg.create_task(one(row))
+        await outage.settle()
 
     # ---------------------------------------------------------------- delete
 
@@ -675,11 +798,64 @@ class Syncer:
                 head = await self.journal.sync()
                 await self.ledger.set_meta("audit_head", head.encode())
         result.stopped_early = stopping.is_set()
+        result.outstanding = await self.ledger.outstanding(
+            self.clock(), self.cfg.source.max_attempts
+        )
         result.finished_at = self.clock()
         await self.ledger.set_meta("last_pass", json.dumps(result.summary()))
         await self.ledger.set_meta("last_pass_at", str(result.finished_at))
         log.info("pass.finished", **result.summary())
         return result
+
+
+class _Outage:
+    """Tells a recording's own fault from everyone's.
+
+    A recording that fails with an error that may be shared (5xx, throttling, no connection)
+    is charged only once a later recording succeeds: then the fault was its own. When
+    ``DEFAULT_OUTAGE_STREAK`` of them fail in a row, the source or the archive is down for
+    everyone: the pass stops taking work and none of them is charged (their rows keep their
+    state, so nothing is lost and the attempt budget is not spent on an outage).
+    """
+
+    def __init__(self, syncer: Syncer, result: PassResult) -> None:
+        self._syncer = syncer
+        self._result = result
+        self._pending: list[tuple[Row, ArchiverError]] = []
+        self.error: ArchiverError | None = None
+
+    async def failed(self, row: Row, exc: ArchiverError) -> None:
+        self._pending.append((row, exc))
+        if self.error is None and len(self._pending) >= DEFAULT_OUTAGE_STREAK:
+            self.error = exc
+            log.error(
+                "pass.outage",
+                error=str(exc),
+                error_type=type(exc).__name__,
+                failed_in_a_row=len(self._pending),
+            )
+
+    async def succeeded(self) -> None:
+        if self.error is None:
+            await self._charge()
+
+    async def settle(self) -> None:
+        """At the end of the transfers: charge what failed unless it was an outage, which
+        then stops the pass (exit 3) with the last error."""
+        if self.error is None:
+            await self._charge()
+            return
+        kind = StorageUnavailable if isinstance(self.error, StorageError) else SourceUnavailable
+        where = "the archive" if kind is StorageUnavailable else "the source"
+        raise kind(
+            f"{where} failed for {len(self._pending)} recordings in a row, so the pass stopped "
+            f"and charged none of them: {self.error}"
+        )
+
+    async def _charge(self) -> None:
+        pending, self._pending = self._pending, []
+        for row, exc in pending:
+            await self._syncer._fail(row, exc, self._result)
 
 
 async def _together(steps: list[Awaitable[object]]) -> None:

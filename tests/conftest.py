@@ -14,9 +14,9 @@ import structlog
 
 from archiver import retry
 from archiver.audit import Journal
+from archiver.cli import _client as client_for_config
 from archiver.config import Config, journal_path, load_config
 from archiver.ledger import Ledger
-from archiver.restcomm import RestcommClient
 from archiver.simulator import RestcommSimulator
 from archiver.storage.local import LocalStorage
 from archiver.sync import Syncer
@@ -87,9 +87,7 @@ class Harness:
         """A Syncer over freshly opened ledger, client, local storage and journal."""
         async with (
             Ledger(self.cfg.ledger.path) as ledger,
-            RestcommClient(
-                self.cfg.source.base_url, self.cfg.source.account_sid, self.cfg.source.auth_token
-            ) as client,
+            client_for_config(self.cfg) as client,
             LocalStorage(self.cfg.archive.path) as storage,
             Journal(journal_path(self.cfg), clock=lambda: self.clock()) as journal,
         ):

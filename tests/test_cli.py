@@ -206,3 +206,52 @@ async def test_check_reports_each_step_and_leaves_no_canary(tmp_path: Path) -> N
         sim.auth_token = "rotated"
         code, out, err = await run_cli("--config", str(cfg), "check")
     assert code == 3 and "config       ok" in out and "401" in err
+
+
+async def test_run_reloads_a_rotated_token_on_401_and_on_sighup(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        sim.generate(3, start=NOW - timedelta(hours=1))
+        cfg = write_config(tmp_path, sim, auth_token_file=str(token_file))
+        text = cfg.read_text().replace(f'auth_token = "{TOKEN}"\n', "")
+        cfg.write_text(text)
+        proc = await start_cli("--config", str(cfg), "--log-format", "json", "run")
+        ledger = tmp_path / "l.sqlite3"
+
+        async def verified() -> int:
+            _code, out, _ = await run_cli("--config", str(cfg), "status", "--json")
+            return int(json.loads(out)["states"]["verified"]) if out else 0
+
+        async def wait_for(n: int) -> None:
+            for _ in range(300):
+                if ledger.exists() and await verified() >= n:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"never reached {n} verified")
+
+        await wait_for(3)
+        # rotation: the old token is revoked, the new one is in the file; no restart
+        sim.auth_token = "rotated-T0KEN-2"
+        token_file.write_text("rotated-T0KEN-2\n")
+        sim.generate(2, start=NOW - timedelta(minutes=5))
+        await wait_for(5)
+        # SIGHUP re-reads the config's secrets and never stops the daemon; the server
+        # switches only afterwards, so no 401 can be what made the daemon re-read the file
+        token_file.write_text("rotated-T0KEN-3\n")
+        proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        sim.auth_token = "rotated-T0KEN-3"
+        sim.generate(1, start=NOW - timedelta(minutes=4))
+        await wait_for(6)
+        assert proc.returncode is None
+        proc.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    events = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert "source.token_reloaded" in names
+    reloaded = [e for e in events if e["event"] == "config.reloaded"]
+    assert reloaded and reloaded[0]["token_changed"] is True
+    assert "rotated-T0KEN" not in err.decode() and TOKEN not in err.decode()

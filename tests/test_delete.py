@@ -364,3 +364,31 @@ async def test_retry_command_makes_failed_recordings_due_again(
     assert "1 failed recording(s)" in capsys.readouterr().out
     await h.pass_()
     assert (await h.ledger_rows())[rec.sid][0] == "verified"
+
+
+async def test_a_recording_listed_again_after_its_delete_is_deleted_again(
+    sim: RestcommSimulator, tmp_path: Path
+) -> None:
+    # The DELETE answers 200 but the recording stays (a lying server, a lagging replica).
+    recs = sim.generate(3, start=NOW - timedelta(minutes=30))
+    sim.lying_deletes = True
+    cfg = make_config(sim, tmp_path, delete={"enabled": True, "min_age": "0s"})
+    problems = guard_deletes(sim, cfg)
+    h = Harness(cfg)
+    first = await h.pass_()
+    assert first.deleted == 3
+    assert {s for s, *_ in (await h.ledger_rows()).values()} == {"deleted"}
+    h.clock = lambda: NOW.timestamp() + 60
+    second = await h.pass_(since=NOW - timedelta(hours=1))  # a reconcile lists them again
+    assert second.scan.relisted == 3 and second.deleted == 3
+    assert sorted(sim.deleted) == sorted([r.sid for r in recs] * 2)
+    log = [e["event"] for e in events(cfg)]
+    assert log.count("relisted") == 3 and log.count("deleted") == 6
+    assert log.index("relisted") > log.index("deleted")
+    assert problems == []
+    # once the source really lets go, a listing no longer finds them and they stay deleted
+    sim.lying_deletes = False
+    await h.pass_(since=NOW - timedelta(hours=1))
+    h.clock = lambda: NOW.timestamp() + 120
+    third = await h.pass_(since=NOW - timedelta(hours=1))
+    assert third.scan.relisted == 0 and not sim.recordings

@@ -80,6 +80,11 @@ def test_unit_runs_the_daemon_and_does_not_loop_on_bad_config() -> None:
     assert str(EXIT_CONFIG) in one(s, "RestartPreventExitStatus").split()
 
 
+def test_unit_reload_sends_sighup_which_the_daemon_takes_as_reload() -> None:
+    # the daemon installs a SIGHUP handler that re-reads secrets (tests/test_cli.py checks it)
+    assert shlex.split(one(unit_settings(), "ExecReload")) == ["/bin/kill", "-HUP", "$MAINPID"]
+
+
 def test_unit_stop_timeout_outlasts_the_drain() -> None:
     s = unit_settings()
     assert one(s, "KillSignal") == "SIGTERM"

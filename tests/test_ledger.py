@@ -22,8 +22,8 @@ def rec(n: int, created: datetime = T0) -> Recording:
 async def test_upsert_is_idempotent_and_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite3"
     async with Ledger(path) as ledger:
-        assert await ledger.upsert_listed([rec(1), rec(2)], 1.0) == (2, 0)
-        assert await ledger.upsert_listed([rec(2), rec(3)], 2.0) == (1, 0)
+        assert await ledger.upsert_listed([rec(1), rec(2)], 1.0) == (2, 0, [])
+        assert await ledger.upsert_listed([rec(2), rec(3)], 2.0) == (1, 0, [])
     async with Ledger(path) as ledger:
         assert (await ledger.counts())["discovered"] == 3
         row = await ledger.get(rec(1).sid)
@@ -51,13 +51,32 @@ async def test_state_machine_and_due_work(tmp_path: Path) -> None:
         # verified only from archived: a stale update cannot promote a failed row
         await ledger.mark_verified(sids[2], 3.0)
         assert (await ledger.get(sids[2])).state == "failed"  # type: ignore[union-attr]
+        left = await ledger.outstanding(now=50.0, max_attempts=5)
+        assert (left.untried, left.unverified, left.waiting, left.permanent) == (0, 1, 1, 1)
+        assert left.next_try_at == 100.0 and left.total == 3
+        assert (await ledger.outstanding(now=50.0, max_attempts=1)).permanent == 2
         assert await ledger.retry_failed(None, 5.0) == 2
         assert (await ledger.counts())["discovered"] == 2
+        assert (await ledger.outstanding(now=50.0, max_attempts=5)).untried == 2
+
+
+async def test_a_deleted_recording_listed_again_is_verified_again(tmp_path: Path) -> None:
+    async with Ledger(tmp_path / "l.sqlite3") as ledger:
+        await ledger.upsert_listed([rec(1), rec(2)], 0.0)
+        for n in (1, 2):
+            sid = rec(n).sid
+            await ledger.mark_archived(sid, key=f"k{n}", size=10, sha256="aa", now=1.0)
+            await ledger.mark_verified(sid, 2.0)
+            await ledger.mark_deleted(sid, 3.0)
+        assert await ledger.upsert_listed([rec(1)], 4.0) == (0, 0, [rec(1).sid])
+        assert (await ledger.get(rec(1).sid)).state == "verified"  # type: ignore[union-attr]
+        assert (await ledger.get(rec(2).sid)).state == "deleted"  # type: ignore[union-attr]
+        assert [r.sid for r in await ledger.deletable(10.0, 10)] == [rec(1).sid]
 
 
 async def test_invalid_items_are_recorded_failed_with_reason(tmp_path: Path) -> None:
     async with Ledger(tmp_path / "l.sqlite3") as ledger:
-        new, invalid = await ledger.upsert_listed(
+        new, invalid, _relisted = await ledger.upsert_listed(
             [
                 InvalidItem("../x", "sid '../x' is malformed", {"sid": "../x"}),
                 InvalidItem(None, "not an object", {}),

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from archiver.errors import (
-    MediaInvalid,
+    MediaDamaged,
     MediaNotReady,
     MediaUnavailable,
     SourceAuthError,
@@ -18,6 +20,7 @@ from archiver.restcomm import (
     InvalidItem,
     Recording,
     RestcommClient,
+    end_date_for,
     parse_date,
     parse_recording,
     parse_retry_after,
@@ -98,12 +101,37 @@ def test_parse_odd_dates_and_items() -> None:
     assert isinstance(parse_recording(["not", "a", "dict"]), InvalidItem)
 
 
-def test_start_date_covers_every_zone() -> None:
-    since = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
-    assert start_date_for(since, None) <= date(2026, 2, 28)  # UTC-12 is still Feb 28
-    assert start_date_for(since, timezone(timedelta(hours=9))) == date(2026, 3, 1)
-    late = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
-    assert start_date_for(late, timezone(timedelta(hours=-10))) == date(2026, 3, 1)
+@given(
+    since=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    behind=st.one_of(st.none(), st.timedeltas(timedelta(0), timedelta(days=3))),
+)
+def test_start_date_covers_every_zone_and_never_passes_the_servers_date(
+    since: datetime, behind: timedelta | None
+) -> None:
+    server_now = None if behind is None else since - behind
+    start = start_date_for(since, server_now)
+    for minutes in range(-12 * 60, 14 * 60 + 1, 15):  # every offset in use, and then some
+        zone = timezone(timedelta(minutes=minutes))
+        midnight = datetime(start.year, start.month, start.day, tzinfo=zone)
+        assert midnight <= since  # the server's StartTime midnight, in any zone, is early enough
+        if server_now is not None:
+            assert start <= server_now.astimezone(zone).date()  # never a day not begun there
+    earliest = since if server_now is None else min(since, server_now)
+    assert earliest - start_as_utc(start) <= timedelta(days=2)  # and not needlessly early
+
+
+def start_as_utc(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def test_end_date_covers_every_zone() -> None:
+    until = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+    end = end_date_for(until)
+    for minutes in range(-12 * 60, 14 * 60 + 1, 15):
+        zone = timezone(timedelta(minutes=minutes))
+        assert end >= until.astimezone(zone).date()
 
 
 def test_retry_after_forms() -> None:
@@ -176,12 +204,12 @@ async def test_media_streams_and_hashes(sim: RestcommSimulator) -> None:
     [
         (
             {"status": 200, "body": b"<html>Error 500</html>", "content_type": "text/html"},
-            MediaInvalid,
+            MediaDamaged,
             "not a recording",
         ),
-        ({"truncate_after": 5000}, (MediaInvalid, MediaUnavailable), "truncated|connection"),
-        ({"content_length_delta": -10}, MediaInvalid, "truncated|WAVE"),
-        ({"content_length_delta": 10}, (MediaInvalid, MediaUnavailable), "truncated|connection"),
+        ({"truncate_after": 5000}, (MediaDamaged, MediaUnavailable), "truncated|broke"),
+        ({"content_length_delta": -10}, MediaDamaged, "truncated|WAVE"),
+        ({"content_length_delta": 10}, (MediaDamaged, MediaUnavailable), "truncated|broke"),
         ({"status": 404}, MediaNotReady, "404"),
         ({"status": 502}, MediaUnavailable, "502"),
     ],

@@ -76,7 +76,7 @@ async def test_metrics_and_health_follow_the_daemon(
         assert saw_in_flight >= 1
         assert delta("archiver_archived_recordings_total") == 24
         assert delta("archiver_archived_bytes_total") == 24 * 40_000
-        assert delta("archiver_failures_total", reason="MediaInvalid") == 1
+        assert delta("archiver_failures_total", reason="MediaDamaged") == 1
         assert delta("archiver_passes_total", outcome="failures") == 1
         assert delta("archiver_source_requests_total", status="200") >= 25
         assert value(after, "archiver_recordings", state="verified") == 24
