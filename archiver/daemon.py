@@ -115,6 +115,9 @@ class Daemon:
         except ArchiverError as exc:
             log.error("reconcile.failed", error=str(exc), error_type=type(exc).__name__)
             return
+        if not result.scan.complete:  # tried again at the next pass, not a day later
+            log.error("reconcile.incomplete", reason=result.scan.reason)
+            return
         await ledger.set_meta("last_reconcile_at", str(now))
         log.info("reconcile.finished", since=since.isoformat(), found=result.scan.new)
 

@@ -6,6 +6,7 @@ with) can mislead a client, and checks that every listed recording ends archived
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -223,3 +224,22 @@ async def test_status_and_summary_say_the_listing_was_incomplete(
     last = facts["last_pass"]
     assert last["scan_complete"] is False and "list page 1" in last["scan_problem"]
     assert json.dumps(facts)  # serializable for --json
+
+
+async def test_an_incomplete_scheduled_reconcile_is_not_counted_as_done(
+    sim: RestcommSimulator, config_for: Callable[..., Config]
+) -> None:
+    from archiver.daemon import Daemon
+
+    sim.generate(25, start=NOW - timedelta(days=2), spacing=timedelta(hours=1))
+    sim.inject(path=r"Recordings\.json", query={"Page": "1"}, status=500, times=None)
+    cfg = config_for(sim, page_size=10)
+    async with Harness(cfg).syncer() as syncer:
+        daemon = Daemon(syncer, poll_interval=60, max_backoff=60)
+        with capture_logs() as logs:
+            await daemon.maybe_reconcile(asyncio.Event())
+        assert await syncer.ledger.get_meta("last_reconcile_at") is None
+        assert any(e["event"] == "reconcile.incomplete" for e in logs)
+        sim.clear_faults()
+        await daemon.maybe_reconcile(asyncio.Event())
+        assert await syncer.ledger.get_meta("last_reconcile_at") == str(NOW.timestamp())
