@@ -210,12 +210,18 @@ class Ledger:
                 f"({SCHEMA_VERSION}); upgrade archiver"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            # executescript commits anything pending first, so the transaction is in the script
-            script = (
-                f"BEGIN IMMEDIATE;\n{_MIGRATIONS[target]}\nPRAGMA user_version={target};\nCOMMIT;"
-            )
+            await self.db.execute("BEGIN IMMEDIATE")
             try:
-                await self.db.executescript(script)
+                # read again under the write lock: a second connection opening a new ledger at
+                # the same moment (a `status` beside the first `sync`) may have migrated it
+                async with self.db.execute("PRAGMA user_version") as cur:
+                    row = await cur.fetchone()
+                if (int(row[0]) if row else 0) < target:
+                    for statement in _MIGRATIONS[target].split(";"):
+                        if statement.strip():
+                            await self.db.execute(statement)
+                    await self.db.execute(f"PRAGMA user_version={target}")
+                await self.db.execute("COMMIT")
             except BaseException:
                 if self.db.in_transaction:
                     await self.db.execute("ROLLBACK")

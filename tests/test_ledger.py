@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,3 +127,23 @@ async def test_unusable_paths_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="Not a directory"):
         async with Ledger(blocker / "sub" / "l.sqlite3"):
             pass
+
+
+async def test_two_connections_opening_a_new_ledger_at_once_both_work(tmp_path: Path) -> None:
+    # `status` (or the test harness) opening the ledger while the first `sync` creates it:
+    # each migration re-reads the schema version under the write lock
+    import asyncio
+
+    path = tmp_path / "l.sqlite3"
+    for _ in range(5):
+        path.unlink(missing_ok=True)
+        async with contextlib.AsyncExitStack() as stack:
+            ledgers = await asyncio.gather(
+                *(stack.enter_async_context(Ledger(path)) for _ in range(4))
+            )
+            for n, ledger in enumerate(ledgers):
+                await ledger.upsert_listed([rec(n)], 1.0)
+        async with Ledger(path) as ledger:
+            assert (await ledger.counts())["discovered"] == 4
+        for extra in (tmp_path / "l.sqlite3-wal", tmp_path / "l.sqlite3-shm"):
+            extra.unlink(missing_ok=True)
