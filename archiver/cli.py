@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,41 +45,149 @@ EXIT_OK, EXIT_FAILURES, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_DEMO_RECORDINGS = 300
 
 
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """--config, --log-level and --log-format, accepted before or after the command. On a
+    command they default to SUPPRESS, so a value given before the command is kept."""
+    default = (lambda value: value) if top else (lambda _value: argparse.SUPPRESS)
+    p.add_argument(
+        "--config",
+        default=default(os.environ.get("ARCHIVER_CONFIG")),
+        metavar="FILE",
+        help="TOML config file (default: $ARCHIVER_CONFIG)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=default(None),
+        help="log level (default: log.level in the config, else info)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=default(None),
+        help="auto: readable on a terminal, JSON lines otherwise (journald, containers)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="archiver",
         description="Archive Restcomm call recordings to S3 or local disk, verified.",
+        epilog=_examples(
+            "archiver demo                                  # try it: simulator -> local folder",
+            "archiver --config /etc/archiver/archiver.toml check",
+            "archiver sync --config archiver.toml           # options go before or after",
+            "archiver status --config archiver.toml --json",
+        )
+        + "\n\nexit codes: 0 done, nothing left; 1 work left (failed, waiting, untried, "
+        "incomplete); 2 bad config; 3 unreachable or unusable",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"archiver {__version__}")
-    p.add_argument(
-        "--config",
-        default=os.environ.get("ARCHIVER_CONFIG"),
-        help="TOML config file (default: $ARCHIVER_CONFIG)",
-    )
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    _global_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("sync", help="run one pass, then exit")
-    sub.add_parser("run", help="run as a daemon: a pass every poll_interval until SIGTERM")
-    st = sub.add_parser("status", help="ledger summary (no network)")
+
+    def command(name: str, help_: str, description: str, *examples: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(
+            name,
+            help=help_,
+            description=description,
+            epilog=_examples(*examples) if examples else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _global_options(cmd, top=False)
+        return cmd
+
+    command(
+        "sync",
+        "run one pass, then exit",
+        "List new recordings from the watermark, archive and verify them, delete verified ones "
+        "(when [delete] is enabled), then exit. Exit 0 only when nothing is left to do.",
+        "archiver sync --config archiver.toml",
+        "archiver sync --config archiver.toml --log-format json   # for cron or a pipeline",
+    )
+    command(
+        "run",
+        "run as a daemon: a pass every poll_interval until SIGTERM",
+        "Run passes every source.poll_interval, serve /metrics, /healthz and /readyz on "
+        "server.listen, speak the systemd notify protocol. SIGTERM drains, a second one "
+        "cancels; SIGHUP re-reads the config's secrets.",
+        "archiver run --config /etc/archiver/archiver.toml",
+    )
+    st = command(
+        "status",
+        "ledger summary (no network)",
+        "Counts by state, what is left to do, the watermark, the lag, the last pass and recent "
+        "failures, read from the ledger. Exit 1 when anything is left to do.",
+        "archiver status --config archiver.toml",
+        "archiver status --config archiver.toml --json | jq .outstanding",
+    )
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--failures", type=int, default=10, help="how many recent failures to list")
-    sub.add_parser("check", help="validate config, reach the source, write a canary to the archive")
-    rt = sub.add_parser("retry", help="make failed recordings due again (all, or the SIDs given)")
-    rt.add_argument("sids", nargs="*")
-    ver = sub.add_parser("verify", help="re-check archived copies against the ledger")
+    command(
+        "check",
+        "validate config, reach the source, write a canary to the archive",
+        "Validate the config, list one page from the source with the credentials, write, read "
+        "back and remove a small canary object in the archive, and open the ledger.",
+        "archiver check --config archiver.toml",
+    )
+    rt = command(
+        "retry",
+        "make failed recordings due again (all, or the SIDs given)",
+        "Reset the attempts of failed recordings so the next pass tries them again. SIDs the "
+        "ledger does not know, or that are not failed, are reported.",
+        "archiver retry --config archiver.toml",
+        "archiver retry --config archiver.toml RE0123456789abcdef0123456789abcdef",
+    )
+    rt.add_argument("sids", nargs="*", metavar="SID", help="recording SIDs (default: every one)")
+    ver = command(
+        "verify",
+        "re-check archived copies against the ledger",
+        "Check that every archived copy is there with the size and SHA-256 the ledger holds.",
+        "archiver verify --config archiver.toml",
+        "archiver verify --config archiver.toml --deep   # download and re-hash each copy",
+    )
     ver.add_argument("--deep", action="store_true", help="download and re-hash every copy")
-    rc = sub.add_parser("reconcile", help="list a date range ignoring the watermark, archive gaps")
+    rc = command(
+        "reconcile",
+        "list a date range ignoring the watermark, archive gaps",
+        "List every recording created in a range, whatever the watermark says, and archive "
+        "what the ledger lacks. The watermark is neither used nor moved.",
+        "archiver reconcile --config archiver.toml --since 2026-01-01",
+        "archiver reconcile --config archiver.toml --since 2026-01-01 --until 2026-02-01",
+    )
     rc.add_argument("--since", required=True, help="ISO date or time, e.g. 2025-01-01")
     rc.add_argument("--until", help="ISO date or time (default: now)")
-    au = sub.add_parser("audit", help="the audit journal")
+    au = command(
+        "audit",
+        "the audit journal",
+        "The hash-chained audit journal of every archive, verification and deletion.",
+        "archiver audit verify --config archiver.toml",
+    )
     au_sub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    au_sub.add_parser("verify", help="check the journal's hash chain; report the first broken line")
-    demo = sub.add_parser(
-        "demo", help="archive from the bundled simulator into a local folder, then exit"
+    au_verify = au_sub.add_parser(
+        "verify", help="check the journal's hash chain; report the first broken line"
+    )
+    _global_options(au_verify, top=False)
+    demo = command(
+        "demo",
+        "archive from the bundled simulator into a local folder, then exit",
+        "Start the bundled simulator, archive its recordings into a local folder with a "
+        "config written there, and print the commands to look at the result.",
+        "archiver demo",
+        "archiver demo --recordings 2000 --out /tmp/demo",
     )
     demo.add_argument("--recordings", type=int, default=DEFAULT_DEMO_RECORDINGS)
     demo.add_argument("--out", default="demo-output", help="folder for the archive and ledger")
+    sub.add_parser(
+        "simulator",
+        help="serve the bundled Restcomm simulator (try configs and alerts offline)",
+        add_help=False,  # its own options: archiver simulator --help
+    )
     return p
 
 
@@ -413,10 +523,18 @@ async def cmd_audit_verify(cfg: Config) -> int:
 
 
 async def cmd_retry(cfg: Config, sids: list[str]) -> int:
+    code = EXIT_OK
     async with Ledger(cfg.ledger.path) as ledger:
+        for sid in sids:
+            row = await ledger.get(sid)
+            if row is None:
+                print(f"unknown      {sid}: the ledger has no such recording", file=sys.stderr)
+                code = EXIT_FAILURES
+            elif row.state != "failed":
+                print(f"not failed   {sid}: it is {row.state}; nothing to retry")
         n = await ledger.retry_failed(sids or None, time.time())
     print(f"{n} failed recording(s) will be retried on the next pass")
-    return EXIT_OK
+    return code
 
 
 async def cmd_check(cfg: Config) -> int:
@@ -442,6 +560,9 @@ async def cmd_check(cfg: Config) -> int:
                 )
         try:
             await storage.delete(key)
+            if cfg.archive.backend == "local":  # and the folder it needed, when now empty
+                with contextlib.suppress(OSError):
+                    os.rmdir(storage.describe(key.rsplit("/", 1)[0]))
             print("             canary removed")
         except ArchiverError as exc:
             print(f"             canary kept ({exc}); it is {stored.size} bytes")
@@ -455,6 +576,7 @@ async def cmd_demo(recordings: int, out: str) -> int:
     from archiver.simulator import RestcommSimulator
 
     out_dir = Path(out).resolve()
+    reused = (out_dir / "ledger.sqlite3").exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     sim = RestcommSimulator()
     now = datetime.now(UTC).replace(microsecond=0)
@@ -482,10 +604,17 @@ async def cmd_demo(recordings: int, out: str) -> int:
         config_file.write_text(_toml(settings))
         logs.register_secret(cfg.source.auth_token)
         print(f"simulator    {sim.base_url} ({recordings} recordings, account {sim.account_sid})")
+        if reused:
+            print(
+                f"reusing      the ledger and archive of an earlier demo in {out_dir} "
+                "(remove the folder, or pass --out, for a fresh start)"
+            )
         code = await cmd_sync(cfg)
+    # the command as it runs here, so it works as printed even outside an activated venv
+    me = f"{shlex.quote(sys.executable)} -m archiver"
     print(f"archive      {out_dir / 'recordings'}")
     print(f"ledger       {out_dir / 'ledger.sqlite3'}")
-    print(f"status       archiver --config {config_file} status")
+    print(f"status       {me} status --config {shlex.quote(str(config_file))}")
     return code
 
 
@@ -498,6 +627,21 @@ def _toml(settings: dict[str, dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["simulator"]:  # its own parser and options
+        from archiver.simulator import main as simulator_main
+
+        simulator_main(given[1:], prog="archiver simulator")
+        return EXIT_OK
+    try:
+        return _main(given)
+    except BrokenPipeError:  # `archiver status | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # as if killed by SIGPIPE, which is what a shell expects
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg: Config | None = None

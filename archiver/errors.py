@@ -21,6 +21,7 @@
     │   ├── VerificationFailed        the archived copy does not match (size, SHA-256, lock)
     │   └── ArchiveConflict           the key holds different bytes; never overwritten
     ├── LedgerError                   the SQLite ledger cannot be opened or migrated
+    ├── PortBusy                      server.listen is taken by another process (exit 3)
     └── InvalidRecording              hostile or malformed SID, unparseable fields (permanent)
 
 ``transient`` errors are retried (``archiver.retry``); all others fail at once. Library errors
@@ -126,6 +127,10 @@ class ArchiveConflict(StorageError):
 
 class LedgerError(ArchiverError):
     """The ledger cannot be opened, migrated or written."""
+
+
+class PortBusy(ArchiverError):
+    """The health/metrics address is in use by another process: operational, not config."""
 
 
 class InvalidRecording(ArchiverError):

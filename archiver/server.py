@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from archiver.config import parse_listen
-from archiver.errors import ConfigError
+from archiver.errors import ConfigError, PortBusy
 from archiver.metrics import REGISTRY
 
 if TYPE_CHECKING:
@@ -118,6 +119,12 @@ class HealthServer:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:  # another process has it: may pass, so restart
+                raise PortBusy(
+                    f"cannot listen on {host}:{port} for /metrics and /healthz: the port is in "
+                    "use by another process (another archiver?); stop it, or choose another "
+                    "server.listen"
+                ) from exc
             raise ConfigError(
                 "server.listen", f"cannot listen on {host}:{port}: {exc.strerror}"
             ) from exc

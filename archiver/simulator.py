@@ -1167,13 +1167,24 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     spacing = timedelta(seconds=args.spacing)
     groups = math.ceil(args.recordings / max(args.same_second_every, 1))
     start = datetime.now(UTC).replace(microsecond=0) - spacing * groups
-    sim.generate(
+    recs = sim.generate(
         args.recordings,
         start=start,
         spacing=spacing,
         size=args.size,
         same_second_every=args.same_second_every,
     )
+    for i, rec in enumerate(recs, start=1):
+        if args.fail_every and i % args.fail_every == 0:
+            sim.inject(path=rf"{rec.sid}\.", status=503, times=None)
+        elif args.html_every and i % args.html_every == 0:
+            sim.inject(
+                path=rf"{rec.sid}\.",
+                status=200,
+                body=b"<html><body>502 Bad Gateway</body></html>",
+                content_type="text/html",
+                times=1,
+            )
     base_url = await sim.start(args.host, args.port)
     print(f"base_url:     {base_url}", flush=True)
     print(f"account_sid:  {sim.account_sid}", flush=True)
@@ -1187,8 +1198,14 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         await sim.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Restcomm Recordings API simulator")
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve the Restcomm Recordings API simulator on loopback, with recordings "
+        "created up to now and optional faults, to try configs and alerts before production. "
+        "It prints the base_url, account_sid and auth_token to put in [source].",
+        epilog="example: archiver simulator --port 8099 --recordings 1000 --html-every 50",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
     parser.add_argument("--recordings", type=int, default=300)
@@ -1206,6 +1223,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default="sim-token")
     parser.add_argument("--media-mode", choices=("direct", "redirect", "proxy"), default="direct")
+    parser.add_argument(
+        "--html-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every Nth recording's media is an HTML error page, once (a proxy hiccup)",
+    )
+    parser.add_argument(
+        "--fail-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every Nth recording's media answers 503, always (failures to alert on)",
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_forever(args))
