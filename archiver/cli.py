@@ -1,7 +1,11 @@
 """The command line: the one place that wires concrete things together.
 
 Exit codes: 0 all good; 1 the pass ran but some recordings failed (see ``status``); 2 bad usage
-or bad config (nothing touched); 3 source or archive unreachable, or credentials rejected.
+or bad config (nothing touched); 3 source or archive unreachable, credentials rejected, the state
+volume unusable (ledger or journal), another writer holding the lock, or a bug (logged).
+
+Every command that writes (``WRITING_COMMANDS``) holds the writer lock (``archiver.lock``) for
+the life of the process; read-only ones take none.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from archiver.config import Config, journal_path, load_config, parse_timestamp, 
 from archiver.daemon import Daemon, run_until_signalled
 from archiver.errors import ArchiverError, ConfigError, LedgerError
 from archiver.ledger import Ledger, iso
+from archiver.lock import WriterLock
 from archiver.notify import Notifier
 from archiver.progress import Progress
 from archiver.restcomm import RestcommClient
@@ -38,6 +43,8 @@ from archiver.sync import PassResult, Syncer, lag_seconds
 log = structlog.get_logger("archiver.cli")
 
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+# the commands that write the ledger, the journal or the archive: one process at a time
+WRITING_COMMANDS = frozenset({"sync", "run", "reconcile", "retry", "check", "audit recover"})
 DEFAULT_DEMO_RECORDINGS = 300
 
 
@@ -404,7 +411,8 @@ async def cmd_demo(recordings: int, out: str) -> int:
         config_file.write_text(_toml(settings))
         logs.register_secret(cfg.source.auth_token)
         print(f"simulator    {sim.base_url} ({recordings} recordings, account {sim.account_sid})")
-        code = await cmd_sync(cfg)
+        with WriterLock(cfg.ledger.path, "demo"):
+            code = await cmd_sync(cfg)
     print(f"archive      {out_dir / 'recordings'}")
     print(f"ledger       {out_dir / 'ledger.sqlite3'}")
     print(f"status       archiver --config {config_file} status")
@@ -419,10 +427,17 @@ def _toml(settings: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _command(args: argparse.Namespace) -> str:
+    if args.command == "audit":
+        return f"audit {args.audit_command}"
+    return str(args.command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg: Config | None = None
+    lock: WriterLock | None = None
     try:
         if args.command == "demo":
             args.log_level = args.log_level or "warning"  # the summary is the demo's output
@@ -431,6 +446,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _load(args)
         logs.register_secret(cfg.source.auth_token)
         _configure_logging(args, cfg)
+        if _command(args) in WRITING_COMMANDS:
+            given = sys.argv[1:] if argv is None else list(argv)
+            lock = WriterLock(cfg.ledger.path, _command(args), ["archiver", *given])
+            lock.acquire()  # held until main returns (or the process dies: the kernel drops it)
         if args.command == "sync":
             return asyncio.run(cmd_sync(cfg))
         if args.command == "run":
@@ -458,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130
+    finally:
+        if lock is not None:
+            lock.release()
     parser.error(f"unknown command {args.command!r}")
     return EXIT_CONFIG  # pragma: no cover
 

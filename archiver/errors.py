@@ -18,7 +18,9 @@
     │   ├── ObjectNotFound            the key does not exist
     │   ├── VerificationFailed        the archived copy does not match (size, SHA-256, lock)
     │   └── ArchiveConflict           the key holds different bytes; never overwritten
-    ├── LedgerError                   the SQLite ledger cannot be opened or migrated
+    ├── LedgerError                   the state volume: ledger or journal unusable (exit 3)
+    │   └── JournalError              the audit journal lacks the ledger's checkpoint, or fails
+    ├── LockHeld                      another archiver process is writing this state (exit 3)
     └── InvalidRecording              hostile or malformed SID, unparseable fields (permanent)
 
 ``transient`` errors are retried (``archiver.retry``); all others fail at once. Library errors
@@ -116,7 +118,20 @@ class ArchiveConflict(StorageError):
 
 
 class LedgerError(ArchiverError):
-    """The ledger cannot be opened, migrated or written."""
+    """The ledger cannot be opened, migrated or written: names the file, the cause, the fix.
+
+    An operational fault of the state volume (disk full, I/O error, read-only, damaged), never
+    a config error: systemd restarts on it.
+    """
+
+
+class JournalError(LedgerError):
+    """The audit journal cannot be written, or no longer holds the checkpoint the ledger keeps
+    (cut, deleted or rewritten). Never healed silently: ``archiver audit recover``."""
+
+
+class LockHeld(ArchiverError):
+    """Another archiver process holds the writer lock on this ledger."""
 
 
 class InvalidRecording(ArchiverError):
