@@ -26,10 +26,10 @@ from typing import Any
 import structlog
 
 from archiver import __version__, logs
-from archiver.audit import Head, Journal, verify_journal
+from archiver.audit import Head, Journal, recover_journal, scan_journal
 from archiver.config import Config, journal_path, load_config, parse_timestamp, parse_timezone
 from archiver.daemon import Daemon, run_until_signalled
-from archiver.errors import ArchiverError, ConfigError, LedgerError
+from archiver.errors import ArchiverError, ConfigError, JournalError, LedgerError
 from archiver.ledger import Ledger, iso
 from archiver.lock import WriterLock
 from archiver.notify import Notifier
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     au = sub.add_parser("audit", help="the audit journal")
     au_sub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     au_sub.add_parser("verify", help="check the journal's hash chain; report the first broken line")
+    ar = au_sub.add_parser(
+        "recover",
+        help="record a cut, deleted or rewritten journal as a chain break and start a new segment",
+    )
+    ar.add_argument("--reason", required=True, help="why, in words an auditor will read later")
     demo = sub.add_parser(
         "demo", help="archive from the bundled simulator into a local folder, then exit"
     )
@@ -115,7 +120,11 @@ async def _with_stack(
     cfg: Config, stack: AsyncExitStack, clock: Callable[[], float] = time.time
 ) -> Syncer:
     ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
-    journal = await stack.enter_async_context(Journal(journal_path(cfg), clock=clock))
+    # the journal must still hold the checkpoint the ledger keeps: refused if cut or deleted
+    checkpoint = Head.decode(await ledger.get_meta("audit_head"))
+    journal = await stack.enter_async_context(
+        Journal(journal_path(cfg), clock=clock, checkpoint=checkpoint)
+    )
     client = await stack.enter_async_context(_client(cfg))
     storage = await stack.enter_async_context(open_storage(cfg.archive))
     return Syncer(cfg, client, storage, ledger, clock=clock, journal=journal)
@@ -327,18 +336,56 @@ async def cmd_reconcile(cfg: Config, since: str, until: str | None) -> int:
 
 async def cmd_audit_verify(cfg: Config) -> int:
     path = Path(journal_path(cfg))
-    if not path.exists():
-        raise ConfigError("audit.journal", f"no journal at {path}")
     async with Ledger(cfg.ledger.path) as ledger:
         checkpoint = Head.decode(await ledger.get_meta("audit_head"))
-    broken = await asyncio.to_thread(verify_journal, path, checkpoint)
-    if broken is None:
+    if not path.exists():
+        if checkpoint is None or checkpoint.seq == 0:
+            raise ConfigError("audit.journal", f"no journal at {path}")
+        print(
+            f"journal {path}: MISSING: the ledger's checkpoint is seq {checkpoint.seq}; "
+            "restore it from a backup, or record the break: archiver audit recover --reason ..."
+        )
+        return EXIT_FAILURES
+    report = await asyncio.to_thread(scan_journal, path, checkpoint)
+    for line, doc in report.breaks:
+        print(
+            f"journal {path}: recorded chain break at line {line} ({doc.get('ts')}): "
+            f"{doc.get('found')}; reason: {doc.get('reason')}"
+        )
+    if report.broken is None:
         head = f"seq {checkpoint.seq}" if checkpoint else "no checkpoint yet"
-        print(f"journal {path}: chain intact (ledger checkpoint {head})")
+        segments = f", {len(report.breaks) + 1} segments" if report.breaks else ""
+        print(f"journal {path}: chain intact (ledger checkpoint {head}{segments})")
         return EXIT_OK
-    line, why = broken
+    line, why = report.broken
     print(f"journal {path}: BROKEN at line {line}: {why}")
     return EXIT_FAILURES
+
+
+async def cmd_audit_recover(cfg: Config, reason: str) -> int:
+    if not reason.strip():
+        raise ConfigError("--reason", "must say why the chain is broken (an auditor reads it)")
+    path = Path(journal_path(cfg))
+    async with Ledger(cfg.ledger.path) as ledger:
+        checkpoint = Head.decode(await ledger.get_meta("audit_head"))
+        now = datetime.now(UTC)
+        recovery = await asyncio.to_thread(recover_journal, path, checkpoint, reason, now)
+        if recovery is None:
+            print(f"journal {path}: chain intact; nothing to recover")
+            return EXIT_OK
+        offset = int(await ledger.get_meta("audit_manifest_offset") or 0)
+        # the new segment is the ledger's checkpoint now; daily manifests go on from where
+        # the old file's lines that are still there end
+        await ledger.set_metas(
+            {
+                "audit_head": recovery.head.encode(),
+                "audit_manifest_offset": str(min(offset, recovery.kept_bytes)),
+            }
+        )
+    print(f"journal {path}: recorded a chain break at seq {recovery.head.seq}: {recovery.found}")
+    if recovery.moved_to is not None:
+        print(f"  the damaged journal is kept, untouched, at {recovery.moved_to}")
+    return EXIT_OK
 
 
 async def cmd_retry(cfg: Config, sids: list[str]) -> int:
@@ -462,6 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(cmd_verify(cfg, args.deep))
         if args.command == "reconcile":
             return asyncio.run(cmd_reconcile(cfg, args.since, args.until))
+        if args.command == "audit" and args.audit_command == "recover":
+            return asyncio.run(cmd_audit_recover(cfg, args.reason))
         if args.command == "audit":
             return asyncio.run(cmd_audit_verify(cfg))
         if args.command == "retry":
@@ -469,6 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"archiver: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except JournalError as exc:  # the evidence is in doubt: not a config problem
+        print(f"archiver: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except LedgerError as exc:  # a path or file the operator must fix: like bad config
         print(f"archiver: config: ledger.path: {exc}", file=sys.stderr)
         return EXIT_CONFIG

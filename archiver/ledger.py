@@ -210,6 +210,18 @@ class Ledger:
             (key, value),
         )
 
+    async def set_metas(self, values: dict[str, str]) -> None:
+        """Set several meta keys in one transaction: all or none survive a crash."""
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for key, value in values.items():
+                await self.set_meta(key, value)
+            await self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:  # a failed COMMIT has ended it already
+                await self.db.execute("ROLLBACK")
+            raise
+
     async def watermark(self) -> datetime | None:
         value = await self.get_meta("watermark")
         return datetime.fromisoformat(value) if value else None
