@@ -29,7 +29,7 @@ from archiver import __version__, logs
 from archiver.audit import Head, Journal, recover_journal, scan_journal
 from archiver.config import Config, journal_path, load_config, parse_timestamp, parse_timezone
 from archiver.daemon import Daemon, run_until_signalled
-from archiver.errors import ArchiverError, ConfigError, JournalError, LedgerError
+from archiver.errors import ArchiverError, ConfigError, LedgerError
 from archiver.ledger import Ledger, iso
 from archiver.lock import WriterLock
 from archiver.notify import Notifier
@@ -518,17 +518,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"archiver: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except JournalError as exc:  # the evidence is in doubt: not a config problem
+    except LedgerError as exc:  # the state volume: operational (systemd restarts), not config
         print(f"archiver: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    except LedgerError as exc:  # a path or file the operator must fix: like bad config
-        print(f"archiver: config: ledger.path: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     except ArchiverError as exc:
         print(f"archiver: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last resort: a bug is logged, never shown as a traceback
+        if cfg is None:
+            _configure_logging(args, None)  # the failure came before the config's own settings
+        log.exception("bug.unexpected_error", command=_command(args), error_type=type(exc).__name__)
+        print(
+            f"archiver: unexpected error in '{_command(args)}' (a bug; the log has the "
+            f"traceback): {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
     finally:
         if lock is not None:
             lock.release()

@@ -12,7 +12,6 @@ while the daemon writes.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -101,9 +100,9 @@ class WriterLock:
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # nobody holds it now; closing releases the flock
-            os.close(fd)
+            # the record stays: it is read only while someone holds the lock (who rewrote it),
+            # and its block lets the next holder record itself even on a full volume
+            os.close(fd)  # releases the flock
 
     def __enter__(self) -> WriterLock:
         self.acquire()
