@@ -27,7 +27,14 @@ import structlog
 
 from archiver import __version__, logs
 from archiver.audit import Head, Journal, recover_journal, scan_journal
-from archiver.config import Config, journal_path, load_config, parse_timestamp, parse_timezone
+from archiver.config import (
+    Config,
+    journal_path,
+    load_config,
+    parse_timestamp,
+    parse_timezone,
+    secret_file_warnings,
+)
 from archiver.daemon import Daemon, run_until_signalled
 from archiver.errors import ArchiverError, ConfigError, LedgerError
 from archiver.ledger import Ledger, iso
@@ -493,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = _load(args)
         logs.register_secret(cfg.source.auth_token)
         _configure_logging(args, cfg)
+        for path in secret_file_warnings(cfg):
+            log.warning("config.secret_file_readable", path=path, fix=f"chmod 600 {path}")
         if _command(args) in WRITING_COMMANDS:
             given = sys.argv[1:] if argv is None else list(argv)
             lock = WriterLock(cfg.ledger.path, _command(args), ["archiver", *given])

@@ -27,6 +27,7 @@ from archiver.errors import (
     StorageDenied,
     StorageError,
 )
+from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, make_dirs, open_new
 from archiver.storage.base import Sidecar, StoredObject, check_key, compare, pid_alive
 
 log = structlog.get_logger("archiver.storage.local")
@@ -60,25 +61,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_dirs(path: Path) -> None:
-    """Create ``path`` and any missing parents, each made durable in its parent folder."""
-    missing: list[Path] = []
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another thread was first
-            folder.mkdir()
+def _make_dirs(path: Path, mode: int) -> None:
+    """Create ``path`` and any missing parents (``mode``), each made durable in its parent."""
+    for folder in make_dirs(path, mode):
         _fsync_dir(folder.parent)
 
 
-def _move(src: Path, dst: Path) -> None:
+def _move(src: Path, dst: Path, dir_mode: int) -> None:
     """Rename ``src`` to ``dst``, creating ``dst``'s folder only when it is missing (the rename
     says so): no mkdir, which locks the parent folder, on every put."""
     try:
         os.replace(src, dst)
     except FileNotFoundError:
-        _make_dirs(dst.parent)
+        _make_dirs(dst.parent, dir_mode)
         os.replace(src, dst)
 
 
@@ -97,10 +92,9 @@ def _hash_file(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist), write ``data`` and fsync it: os-level calls only."""
-    # 0o666 less the umask, as open() does
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` (it must not exist) with ``mode``, write ``data`` and fsync it."""
+    fd = open_new(path, os.O_WRONLY, mode)
     try:
         view = memoryview(data)
         while view:
@@ -143,9 +137,17 @@ class LocalStorage:
 
     name = "local"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        file_mode: int = DEFAULT_FILE_MODE,
+        dir_mode: int = DEFAULT_DIR_MODE,
+    ) -> None:
         self.root = Path(path)
         self.tmp = self.root / TMP_DIR
+        self.file_mode = file_mode  # recordings, sidecars, manifests: private unless configured
+        self.dir_mode = dir_mode
 
     async def __aenter__(self) -> LocalStorage:
         await asyncio.to_thread(self._open)
@@ -156,9 +158,9 @@ class LocalStorage:
 
     def _open(self) -> None:
         try:
-            self.tmp.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.tmp, self.dir_mode)
             probe = self.tmp / f"{os.getpid()}-probe.part"
-            probe.write_bytes(b"")
+            os.close(open_new(probe, os.O_WRONLY, self.file_mode))
             probe.unlink()
         except OSError as exc:
             raise _translate(exc, f"archive folder {self.root}") from exc
@@ -206,7 +208,7 @@ class LocalStorage:
                     if fh is None:
                         # a long recording: stream it through a temp file. Opened here, not in
                         # a thread: a cancellation during a threaded open would leak the handle.
-                        fh = open(tmp, "xb")  # noqa: ASYNC230, SIM115
+                        fh = os.fdopen(open_new(tmp, os.O_WRONLY, self.file_mode), "wb")
                     if writing is not None:
                         await _settled(writing)  # one batch in flight: memory stays bounded
                     # write and hash in a thread while the next batch downloads: the event
@@ -259,7 +261,7 @@ class LocalStorage:
         data = b"".join(chunks)
         stored = StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
         with _removed_on_failure(tmp):
-            _write_new(tmp, data)
+            _write_new(tmp, data, self.file_mode)
             return self._commit(tmp, final, stored, replace, sidecar)
 
     def _finish(
@@ -301,11 +303,11 @@ class LocalStorage:
             read_back = True  # same bytes already archived: a no-op, and just re-read
             tmp.unlink()
         else:
-            _move(tmp, final)
+            _move(tmp, final, self.dir_mode)
         if sidecar is not None:
             side_tmp = tmp.with_name(tmp.name + ".json")
             with _removed_on_failure(side_tmp):
-                _write_new(side_tmp, sidecar(stored))
+                _write_new(side_tmp, sidecar(stored), self.file_mode)
                 os.replace(side_tmp, final.with_name(final.name + ".json"))
         _fsync_dir(final.parent)
         if not read_back:
