@@ -36,7 +36,7 @@ from archiver.config import (
     secret_file_warnings,
 )
 from archiver.daemon import Daemon, run_until_signalled
-from archiver.errors import ArchiverError, ConfigError, LedgerError
+from archiver.errors import ArchiverError, ConfigError, LedgerError, ObjectLocked
 from archiver.ledger import Ledger, iso
 from archiver.lock import WriterLock
 from archiver.notify import Notifier
@@ -44,7 +44,7 @@ from archiver.progress import Progress
 from archiver.restcomm import RestcommClient
 from archiver.server import Health, HealthServer
 from archiver.storage import open_storage
-from archiver.storage.base import single_chunk
+from archiver.storage.base import compare, digest, single_chunk
 from archiver.sync import PassResult, Syncer, lag_seconds
 
 log = structlog.get_logger("archiver.cli")
@@ -410,24 +410,44 @@ async def cmd_check(cfg: Config) -> int:
     async with open_storage(cfg.archive) as storage:
         key = f"archiver-check/canary-{os.getpid()}-{int(time.time())}.txt"
         data = f"archiver canary {datetime.now(UTC).isoformat()}\n".encode()
-        stored = await storage.put(key, single_chunk(data), content_type="text/plain")
-        await storage.verify(key, len(data), hashlib.sha256(data).hexdigest(), deep=True)
-        print(f"archive      ok: wrote, read back and verified {storage.describe(key)}")
+        sha = hashlib.sha256(data).hexdigest()
+        s3 = None
         if cfg.archive.backend == "s3":
             from archiver.storage.s3 import S3Storage
 
-            if isinstance(storage, S3Storage):
-                print(
-                    "             overwrites refused by the store (If-None-Match honoured)"
-                    if storage.conditional
-                    else "             overwrites refused by a HeadObject before each put "
-                    "(conditional writes off or not honoured by this store)"
-                )
+            s3 = storage if isinstance(storage, S3Storage) else None
+        # a canary in an Object Lock bucket gets the shortest retention the bucket allows, not
+        # its default (maybe COMPLIANCE for years) nor archive.retention_days
+        until = None if s3 is None else await s3.canary_retention()
+        if s3 is not None and until is not None:
+            await s3.put_canary(key, data, until)
+            compare(key, await digest(storage, key), len(data), sha, storage.describe(key))
+        else:
+            await storage.put(key, single_chunk(data), content_type="text/plain")
+            await storage.verify(key, len(data), sha, deep=True)
+        print(f"archive      ok: wrote, read back and verified {storage.describe(key)}")
+        if until is not None:
+            print(
+                f"             canary under Object Lock GOVERNANCE until {until.isoformat()} "
+                "(the shortest retention this bucket allows)"
+            )
+        if s3 is not None:
+            print(
+                "             overwrites refused by the store (If-None-Match honoured)"
+                if await s3.conditional_writes()
+                else "             overwrites refused by a HeadObject before each put "
+                "(conditional writes off or not honoured by this store)"
+            )
         try:
-            await storage.delete(key)
+            if s3 is not None:
+                await s3.delete(key, bypass_governance=True)
+            else:
+                await storage.delete(key)
             print("             canary removed")
+        except ObjectLocked as exc:
+            print(f"             canary kept: {exc}; it is {len(data)} bytes")
         except ArchiverError as exc:
-            print(f"             canary kept ({exc}); it is {stored.size} bytes")
+            print(f"             canary kept ({exc}); it is {len(data)} bytes")
     async with Ledger(cfg.ledger.path) as ledger:
         counts = await ledger.counts()
         print(f"ledger       ok: {cfg.ledger.path} ({sum(counts.values())} recordings)")

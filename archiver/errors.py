@@ -15,6 +15,7 @@
     ├── StorageError                  the archive backend
     │   ├── StorageUnavailable        unreachable, throttled, 5xx           [transient]
     │   ├── StorageDenied             access denied, missing bucket/folder, disk full (exit 3)
+    │   │   └── ObjectLocked          a delete refused by Object Lock retention or legal hold
     │   ├── ObjectNotFound            the key does not exist
     │   ├── VerificationFailed        the archived copy does not match (size, SHA-256, lock)
     │   └── ArchiveConflict           the key holds different bytes; never overwritten
@@ -103,6 +104,10 @@ class StorageUnavailable(StorageError):
 
 class StorageDenied(StorageError):
     """Access denied, missing bucket or folder, read-only or full disk."""
+
+
+class ObjectLocked(StorageDenied):
+    """The store refused a delete because the object is under Object Lock (not credentials)."""
 
 
 class ObjectNotFound(StorageError):

@@ -60,6 +60,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from archiver.config import ArchiveConfig
 from archiver.errors import (
     ArchiveConflict,
+    ObjectLocked,
     ObjectNotFound,
     StorageDenied,
     StorageError,
@@ -421,16 +422,19 @@ class S3Storage:
             raise
 
     async def _check_object_lock(self) -> None:
-        refuse = StorageDenied(
-            f"bucket {self.bucket} has no Object Lock configuration but "
-            f"archive.object_lock_mode = {self.cfg.object_lock_mode!r}; "
-            "refusing to write unprotected copies"
-        )
+        if not await self._object_lock_enabled():
+            raise StorageDenied(
+                f"bucket {self.bucket} has no Object Lock configuration but "
+                f"archive.object_lock_mode = {self.cfg.object_lock_mode!r}; "
+                "refusing to write unprotected copies"
+            )
+
+    async def _object_lock_enabled(self) -> bool:
         try:
             with _boundary(f"GetObjectLockConfiguration {self.bucket}"):
                 resp = await self._client.get_object_lock_configuration(Bucket=self.bucket)
-        except ObjectNotFound as exc:  # ObjectLockConfigurationNotFoundError is a 404
-            raise refuse from exc
+        except ObjectNotFound:  # ObjectLockConfigurationNotFoundError is a 404
+            return False
         except StorageError as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError):
@@ -438,10 +442,37 @@ class S3Storage:
                 status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 # Not configured (ObjectLockConfigurationNotFoundError) or not implemented.
                 if "ObjectLock" in code or code == "NotImplemented" or status == 501:
-                    raise refuse from exc
+                    return False
             raise
-        if resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
-            raise refuse
+        return bool(resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+    async def canary_retention(self) -> datetime | None:
+        """The shortest retention a canary (``check``) can get here: none in a bucket without
+        Object Lock; else an explicit GOVERNANCE retain-until one day ahead, which takes the
+        place of a default retention (possibly COMPLIANCE for years) and of archive's own."""
+        if not await self._object_lock_enabled():
+            return None
+        return _ceil_second(datetime.now(UTC) + DEFAULT_MIN_RETENTION)
+
+    async def put_canary(self, key: str, data: bytes, retain_until: datetime) -> None:
+        """Store ``data`` at ``key`` under GOVERNANCE retention until ``retain_until``."""
+        sha = hashlib.sha256(data)
+        with _boundary(f"PutObject {self.describe(key)} (canary)"):
+            await self._client.put_object(
+                Bucket=self.bucket,
+                Key=self._full(key),
+                Body=data,
+                ContentType="text/plain",
+                Metadata={SHA_META: sha.hexdigest()},
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=base64.b64encode(sha.digest()).decode(),
+                ObjectLockMode="GOVERNANCE",
+                ObjectLockRetainUntilDate=retain_until,
+            )
+
+    async def conditional_writes(self) -> bool:
+        """Whether new objects go up with If-None-Match (probed once, by the first caller)."""
+        return await self._conditional_writes()
 
     async def _conditional_writes(self) -> bool:
         if self.conditional is None:
@@ -806,8 +837,10 @@ class S3Storage:
 
     # -- delete ----------------------------------------------------------------------------------
 
-    async def delete(self, key: str) -> None:
-        """Remove the object's current version (canaries, tests); a locked one is refused."""
+    async def delete(self, key: str, *, bypass_governance: bool = False) -> None:
+        """Remove the object's current version (canaries, tests); a locked one is refused
+        with ObjectLocked. ``bypass_governance`` asks to lift GOVERNANCE retention (it needs
+        s3:BypassGovernanceRetention); COMPLIANCE and a legal hold cannot be lifted."""
         full = self._full(key)
         head = await self._head(full)
         if head is None:
@@ -817,5 +850,32 @@ class S3Storage:
             # Delete the version itself, not just hide it behind a delete marker, so Object
             # Lock is actually enforced on it.
             args["VersionId"] = head["VersionId"]
-        with _boundary(f"DeleteObject {self.describe(key)}"):
-            await self._client.delete_object(**args)
+        lock = _lock_of(head)
+        if bypass_governance and head.get("ObjectLockMode") == "GOVERNANCE":
+            args["BypassGovernanceRetention"] = True
+        try:
+            with _boundary(f"DeleteObject {self.describe(key)}"):
+                await self._client.delete_object(**args)
+        except StorageDenied as exc:
+            if not lock:
+                raise
+            extra = (
+                "; lifting GOVERNANCE early needs s3:BypassGovernanceRetention"
+                if args.get("BypassGovernanceRetention")
+                else ""
+            )
+            raise ObjectLocked(
+                f"{self.describe(key)} is under Object Lock ({lock}): the store refuses to "
+                f"delete it before then{extra}"
+            ) from exc
+
+
+def _lock_of(head: Mapping[str, Any]) -> str:
+    """The Object Lock protecting an object now, in words ("" when none)."""
+    parts = []
+    until = head.get("ObjectLockRetainUntilDate")
+    if isinstance(until, datetime) and until > datetime.now(UTC):
+        parts.append(f"{head.get('ObjectLockMode') or 'retention'} until {until.isoformat()}")
+    if head.get("ObjectLockLegalHoldStatus") == "ON":
+        parts.append("legal hold ON")
+    return ", ".join(parts)
