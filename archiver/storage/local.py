@@ -1,8 +1,14 @@
 """Local-disk archive: atomic, durable writes under one folder.
 
-A put streams into a temp file under ``<path>/.archiver-tmp/`` (same file system, so the rename
-is atomic), fsyncs it, renames it into place and fsyncs the folder. Temp files of dead processes
-are swept when the storage opens, so a SIGKILL leaves nothing behind for long.
+A put streams into a hidden temp file (``.archiver-<pid>-<n>.part``) in the destination's own
+folder, so the rename is atomic and never crosses a file system even where a year or day folder
+is a mount point; it fsyncs the file, renames it into place and fsyncs the folder. Each process
+notes the folders it puts temp files in, once, in ``<path>/.archiver-tmp/<pid>.folders``; the
+temp files of dead processes are swept from those folders when a storage opens and at the end of
+every pass (:meth:`LocalStorage.sweep`), so a SIGKILL leaves nothing behind for long.
+
+Faults: a full disk (ENOSPC, EDQUOT, EFBIG) stops the pass (StorageDenied); a folder that
+refuses us (EACCES, EPERM, EROFS) fails only the recordings bound for it, with the folder named.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import hashlib
 import itertools
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import replace as replace_fields
 from pathlib import Path
@@ -40,14 +47,23 @@ DEFAULT_BUFFER = 1024 * 1024  # shorter bodies: one thread hop; longer: written 
 # spares an os.urandom call per put
 _TMP_TOKEN = secrets.token_hex(4)
 _tmp_serial = itertools.count()
-_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+TMP_PREFIX = ".archiver-"  # then "<pid>-": temp files in the destination folders
+FOLDERS_SUFFIX = ".folders"
 
 
-def _translate(exc: OSError, what: str) -> StorageError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+def _translate(exc: OSError, what: str, *, per_folder: bool = False) -> StorageError:
+    """An OSError as our own error. ``per_folder``: a refusal concerns one destination folder
+    (one recording), not the whole archive, so it must not stop the pass."""
+    if exc.errno in _FULL:
         return StorageDenied(f"{what}: disk full or file size limit reached ({exc.strerror})")
     if exc.errno in _DENIED:
-        return StorageDenied(f"{what}: {exc.strerror} (check the folder's owner and mode)")
+        where = f" in {Path(exc.filename).parent}" if per_folder and exc.filename else ""
+        message = f"{what}: {exc.strerror}{where} (check the folder's owner and mode)"
+        return StorageError(message) if per_folder else StorageDenied(message)
+    if exc.errno == errno.EXDEV:
+        return StorageError(f"{what}: {exc.strerror} (a rename across file systems)")
     if exc.errno == errno.ENOENT:
         return ObjectNotFound(f"{what}: not found")
     return StorageError(f"{what}: {exc.strerror or exc}")
@@ -94,7 +110,11 @@ def _hash_file(path: Path) -> tuple[int, str]:
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     """Create ``path`` (it must not exist) with ``mode``, write ``data`` and fsync it."""
-    fd = open_new(path, os.O_WRONLY, mode)
+    _write_fd(open_new(path, os.O_WRONLY, mode), data)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write ``data`` to the new file ``fd``, fsync and close it: os-level calls only."""
     try:
         view = memoryview(data)
         while view:
@@ -148,13 +168,18 @@ class LocalStorage:
         self.tmp = self.root / TMP_DIR
         self.file_mode = file_mode  # recordings, sidecars, manifests: private unless configured
         self.dir_mode = dir_mode
+        self._folders: set[Path] = set()  # where this process has put temp files (noted)
+        self._noting = threading.Lock()  # puts note folders from worker threads
 
     async def __aenter__(self) -> LocalStorage:
         await asyncio.to_thread(self._open)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        # every temp file of ours is gone (removed on failure, renamed on success)
+        with contextlib.suppress(OSError):
+            (self.tmp / f"{os.getpid()}{FOLDERS_SUFFIX}").unlink()
+        self._folders.clear()
 
     def _open(self) -> None:
         try:
@@ -164,13 +189,65 @@ class LocalStorage:
             probe.unlink()
         except OSError as exc:
             raise _translate(exc, f"archive folder {self.root}") from exc
-        for leftover in self.tmp.iterdir():
-            pid_text = leftover.name.split("-", 1)[0]
-            pid = int(pid_text) if pid_text.isdigit() else 0
-            if pid == os.getpid() or not pid_alive(pid):
+        self._sweep()
+
+    async def sweep(self) -> int:
+        """Remove the temp files dead processes left; the number removed."""
+        return await asyncio.to_thread(self._sweep)
+
+    def _sweep(self) -> int:
+        removed = 0
+        with contextlib.suppress(OSError):
+            for entry in list(self.tmp.iterdir()):
+                pid_text = entry.name.split("-", 1)[0].split(".", 1)[0]
+                pid = int(pid_text) if pid_text.isdigit() else 0
+                if not pid or pid == os.getpid() or pid_alive(pid):
+                    continue
+                if entry.name.endswith(FOLDERS_SUFFIX):
+                    removed += self._sweep_folders(entry, pid)
                 with contextlib.suppress(OSError):
-                    leftover.unlink()
-                    log.info("storage.temp_removed", file=leftover.name)
+                    entry.unlink()  # a temp file of the layout before, or the folders list
+                    log.info("storage.temp_removed", file=entry.name)
+        return removed
+
+    def _sweep_folders(self, listing: Path, pid: int) -> int:
+        removed = 0
+        for line in listing.read_text(errors="replace").splitlines():
+            folder = self.root / line
+            if not line or ".." in Path(line).parts:
+                continue
+            with contextlib.suppress(OSError):
+                for leftover in folder.glob(f"{TMP_PREFIX}{pid}-*.part*"):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+                        removed += 1
+                        log.info("storage.temp_removed", file=str(leftover))
+        return removed
+
+    def _note(self, folder: Path) -> None:
+        """Record, once per process, that temp files go to ``folder`` (for a later sweep)."""
+        if folder in self._folders:
+            return
+        with self._noting:
+            if folder in self._folders:
+                return
+            line = (str(folder.relative_to(self.root)) + "\n").encode()
+            listing = self.tmp / f"{os.getpid()}{FOLDERS_SUFFIX}"
+            fd = os.open(listing, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+            self._folders.add(folder)
+
+    def _new_temp(self, tmp: Path) -> int:
+        """Create the temp file ``tmp`` (its folder too, when missing); the descriptor."""
+        self._note(tmp.parent)
+        try:
+            return open_new(tmp, os.O_WRONLY, self.file_mode)
+        except FileNotFoundError:
+            _make_dirs(tmp.parent, self.dir_mode)
+            return open_new(tmp, os.O_WRONLY, self.file_mode)
 
     def describe(self, key: str = "") -> str:
         return str(self.root / key) if key else str(self.root)
@@ -190,7 +267,8 @@ class LocalStorage:
         size_hint: int | None = None,  # not needed: short bodies are written in one step anyway
     ) -> StoredObject:
         final = self._final(key)
-        tmp = self.tmp / f"{os.getpid()}-{_TMP_TOKEN}{next(_tmp_serial)}.part"
+        # in the destination's own folder: the rename never crosses a file system
+        tmp = final.with_name(f"{TMP_PREFIX}{os.getpid()}-{_TMP_TOKEN}{next(_tmp_serial)}.part")
         chunks: list[bytes] = []  # not yet written
         buffered = 0
         h = hashlib.sha256()
@@ -208,7 +286,7 @@ class LocalStorage:
                     if fh is None:
                         # a long recording: stream it through a temp file. Opened here, not in
                         # a thread: a cancellation during a threaded open would leak the handle.
-                        fh = os.fdopen(open_new(tmp, os.O_WRONLY, self.file_mode), "wb")
+                        fh = os.fdopen(self._new_temp(tmp), "wb")
                     if writing is not None:
                         await _settled(writing)  # one batch in flight: memory stays bounded
                     # write and hash in a thread while the next batch downloads: the event
@@ -237,7 +315,7 @@ class LocalStorage:
                     )
                 return await _settled(job)
             except OSError as exc:
-                raise _translate(exc, f"writing {final}") from exc
+                raise _translate(exc, f"writing {final}", per_folder=True) from exc
         finally:
             if not handed_off:
                 if writing is not None and not writing.done():
@@ -261,7 +339,8 @@ class LocalStorage:
         data = b"".join(chunks)
         stored = StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
         with _removed_on_failure(tmp):
-            _write_new(tmp, data, self.file_mode)
+            fd = self._new_temp(tmp)
+            _write_fd(fd, data)
             return self._commit(tmp, final, stored, replace, sidecar)
 
     def _finish(
