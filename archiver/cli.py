@@ -3,7 +3,11 @@
 Exit codes: 0 nothing is failed, waiting, untried or unverified and the listing was complete;
 1 the pass ran but work is left (failed, waiting for a retry, not yet tried, the listing
 incomplete, or the pass interrupted; see ``status``); 2 bad usage or bad config (nothing
-touched); 3 source or archive unreachable or down for every recording, or credentials rejected.
+touched); 3 source or archive unreachable or down for every recording, credentials rejected, the
+state volume unusable (ledger or journal), another writer holding the lock, or a bug (logged).
+
+Every command that writes (``WRITING_COMMANDS``) holds the writer lock (``archiver.lock``) for
+the life of the process; read-only ones take none.
 """
 
 from __future__ import annotations
@@ -26,22 +30,32 @@ from typing import Any
 import structlog
 
 from archiver import __version__, logs
-from archiver.audit import Head, Journal, verify_journal
-from archiver.config import Config, journal_path, load_config, parse_timestamp, parse_timezone
+from archiver.audit import Head, Journal, recover_journal, scan_journal
+from archiver.config import (
+    Config,
+    journal_path,
+    load_config,
+    parse_timestamp,
+    parse_timezone,
+    secret_file_warnings,
+)
 from archiver.daemon import Daemon, run_until_signalled
-from archiver.errors import ArchiverError, ConfigError, LedgerError
+from archiver.errors import ArchiverError, ConfigError, LedgerError, ObjectLocked
 from archiver.ledger import Ledger, iso
+from archiver.lock import WriterLock
 from archiver.notify import Notifier
 from archiver.progress import Progress
 from archiver.restcomm import RestcommClient
 from archiver.server import Health, HealthServer
 from archiver.storage import open_storage
-from archiver.storage.base import single_chunk
+from archiver.storage.base import compare, digest, single_chunk
 from archiver.sync import PassResult, Syncer, lag_seconds
 
 log = structlog.get_logger("archiver.cli")
 
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
+# the commands that write the ledger, the journal or the archive: one process at a time
+WRITING_COMMANDS = frozenset({"sync", "run", "reconcile", "retry", "check", "audit recover"})
 DEFAULT_DEMO_RECORDINGS = 300
 
 
@@ -173,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="check the journal's hash chain; report the first broken line"
     )
     _global_options(au_verify, top=False)
+    ar = au_sub.add_parser(
+        "recover",
+        help="record a cut, deleted or rewritten journal as a chain break and start a new segment",
+        epilog=_examples(
+            'archiver audit recover --config archiver.toml --reason "journal volume restored '
+            'from the 03:00 snapshot"'
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(ar, top=False)
+    ar.add_argument("--reason", required=True, help="why, in words an auditor will read later")
     demo = command(
         "demo",
         "archive from the bundled simulator into a local folder, then exit",
@@ -244,7 +269,11 @@ async def _with_stack(
     cfg: Config, stack: AsyncExitStack, clock: Callable[[], float] = time.time
 ) -> Syncer:
     ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
-    journal = await stack.enter_async_context(Journal(journal_path(cfg), clock=clock))
+    # the journal must still hold the checkpoint the ledger keeps: refused if cut or deleted
+    checkpoint = Head.decode(await ledger.get_meta("audit_head"))
+    journal = await stack.enter_async_context(
+        Journal(journal_path(cfg), clock=clock, checkpoint=checkpoint)
+    )
     client = await stack.enter_async_context(_client(cfg))
     storage = await stack.enter_async_context(open_storage(cfg.archive))
     return Syncer(cfg, client, storage, ledger, clock=clock, journal=journal)
@@ -508,18 +537,56 @@ async def cmd_reconcile(
 
 async def cmd_audit_verify(cfg: Config) -> int:
     path = Path(journal_path(cfg))
-    if not path.exists():
-        raise ConfigError("audit.journal", f"no journal at {path}")
     async with Ledger(cfg.ledger.path) as ledger:
         checkpoint = Head.decode(await ledger.get_meta("audit_head"))
-    broken = await asyncio.to_thread(verify_journal, path, checkpoint)
-    if broken is None:
+    if not path.exists():
+        if checkpoint is None or checkpoint.seq == 0:
+            raise ConfigError("audit.journal", f"no journal at {path}")
+        print(
+            f"journal {path}: MISSING: the ledger's checkpoint is seq {checkpoint.seq}; "
+            "restore it from a backup, or record the break: archiver audit recover --reason ..."
+        )
+        return EXIT_FAILURES
+    report = await asyncio.to_thread(scan_journal, path, checkpoint)
+    for line, doc in report.breaks:
+        print(
+            f"journal {path}: recorded chain break at line {line} ({doc.get('ts')}): "
+            f"{doc.get('found')}; reason: {doc.get('reason')}"
+        )
+    if report.broken is None:
         head = f"seq {checkpoint.seq}" if checkpoint else "no checkpoint yet"
-        print(f"journal {path}: chain intact (ledger checkpoint {head})")
+        segments = f", {len(report.breaks) + 1} segments" if report.breaks else ""
+        print(f"journal {path}: chain intact (ledger checkpoint {head}{segments})")
         return EXIT_OK
-    line, why = broken
+    line, why = report.broken
     print(f"journal {path}: BROKEN at line {line}: {why}")
     return EXIT_FAILURES
+
+
+async def cmd_audit_recover(cfg: Config, reason: str) -> int:
+    if not reason.strip():
+        raise ConfigError("--reason", "must say why the chain is broken (an auditor reads it)")
+    path = Path(journal_path(cfg))
+    async with Ledger(cfg.ledger.path) as ledger:
+        checkpoint = Head.decode(await ledger.get_meta("audit_head"))
+        now = datetime.now(UTC)
+        recovery = await asyncio.to_thread(recover_journal, path, checkpoint, reason, now)
+        if recovery is None:
+            print(f"journal {path}: chain intact; nothing to recover")
+            return EXIT_OK
+        offset = int(await ledger.get_meta("audit_manifest_offset") or 0)
+        # the new segment is the ledger's checkpoint now; daily manifests go on from where
+        # the old file's lines that are still there end
+        await ledger.set_metas(
+            {
+                "audit_head": recovery.head.encode(),
+                "audit_manifest_offset": str(min(offset, recovery.kept_bytes)),
+            }
+        )
+    print(f"journal {path}: recorded a chain break at seq {recovery.head.seq}: {recovery.found}")
+    if recovery.moved_to is not None:
+        print(f"  the damaged journal is kept, untouched, at {recovery.moved_to}")
+    return EXIT_OK
 
 
 async def cmd_retry(cfg: Config, sids: list[str]) -> int:
@@ -545,27 +612,47 @@ async def cmd_check(cfg: Config) -> int:
     async with open_storage(cfg.archive) as storage:
         key = f"archiver-check/canary-{os.getpid()}-{int(time.time())}.txt"
         data = f"archiver canary {datetime.now(UTC).isoformat()}\n".encode()
-        stored = await storage.put(key, single_chunk(data), content_type="text/plain")
-        await storage.verify(key, len(data), hashlib.sha256(data).hexdigest(), deep=True)
-        print(f"archive      ok: wrote, read back and verified {storage.describe(key)}")
+        sha = hashlib.sha256(data).hexdigest()
+        s3 = None
         if cfg.archive.backend == "s3":
             from archiver.storage.s3 import S3Storage
 
-            if isinstance(storage, S3Storage):
-                print(
-                    "             overwrites refused by the store (If-None-Match honoured)"
-                    if storage.conditional
-                    else "             overwrites refused by a HeadObject before each put "
-                    "(conditional writes off or not honoured by this store)"
-                )
+            s3 = storage if isinstance(storage, S3Storage) else None
+        # a canary in an Object Lock bucket gets the shortest retention the bucket allows, not
+        # its default (maybe COMPLIANCE for years) nor archive.retention_days
+        until = None if s3 is None else await s3.canary_retention()
+        if s3 is not None and until is not None:
+            await s3.put_canary(key, data, until)
+            compare(key, await digest(storage, key), len(data), sha, storage.describe(key))
+        else:
+            await storage.put(key, single_chunk(data), content_type="text/plain")
+            await storage.verify(key, len(data), sha, deep=True)
+        print(f"archive      ok: wrote, read back and verified {storage.describe(key)}")
+        if until is not None:
+            print(
+                f"             canary under Object Lock GOVERNANCE until {until.isoformat()} "
+                "(the shortest retention this bucket allows)"
+            )
+        if s3 is not None:
+            print(
+                "             overwrites refused by the store (If-None-Match honoured)"
+                if await s3.conditional_writes()
+                else "             overwrites refused by a HeadObject before each put "
+                "(conditional writes off or not honoured by this store)"
+            )
         try:
-            await storage.delete(key)
-            if cfg.archive.backend == "local":  # and the folder it needed, when now empty
+            if s3 is not None:
+                await s3.delete(key, bypass_governance=True)
+            else:
+                await storage.delete(key)
+                # and the folder it needed, when now empty
                 with contextlib.suppress(OSError):
                     os.rmdir(storage.describe(key.rsplit("/", 1)[0]))
             print("             canary removed")
+        except ObjectLocked as exc:
+            print(f"             canary kept: {exc}; it is {len(data)} bytes")
         except ArchiverError as exc:
-            print(f"             canary kept ({exc}); it is {stored.size} bytes")
+            print(f"             canary kept ({exc}); it is {len(data)} bytes")
     async with Ledger(cfg.ledger.path) as ledger:
         counts = await ledger.counts()
         print(f"ledger       ok: {cfg.ledger.path} ({sum(counts.values())} recordings)")
@@ -609,7 +696,8 @@ async def cmd_demo(recordings: int, out: str) -> int:
                 f"reusing      the ledger and archive of an earlier demo in {out_dir} "
                 "(remove the folder, or pass --out, for a fresh start)"
             )
-        code = await cmd_sync(cfg)
+        with WriterLock(cfg.ledger.path, "demo"):
+            code = await cmd_sync(cfg)
     # the command as it runs here, so it works as printed even outside an activated venv
     me = f"{shlex.quote(sys.executable)} -m archiver"
     print(f"archive      {out_dir / 'recordings'}")
@@ -624,6 +712,12 @@ def _toml(settings: dict[str, dict[str, Any]]) -> str:
         lines.append(f"\n[{section}]")
         lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
     return "\n".join(lines) + "\n"
+
+
+def _command(args: argparse.Namespace) -> str:
+    if args.command == "audit":
+        return f"audit {args.audit_command}"
+    return str(args.command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -645,6 +739,7 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg: Config | None = None
+    lock: WriterLock | None = None
     try:
         if args.command == "demo":
             args.log_level = args.log_level or "warning"  # the summary is the demo's output
@@ -653,6 +748,12 @@ def _main(argv: list[str]) -> int:
         cfg = _load(args)
         logs.register_secret(cfg.source.auth_token)
         _configure_logging(args, cfg)
+        for path in secret_file_warnings(cfg):
+            log.warning("config.secret_file_readable", path=path, fix=f"chmod 600 {path}")
+        if _command(args) in WRITING_COMMANDS:
+            given = sys.argv[1:] if argv is None else list(argv)
+            lock = WriterLock(cfg.ledger.path, _command(args), ["archiver", *given])
+            lock.acquire()  # held until main returns (or the process dies: the kernel drops it)
         if args.command == "sync":
             return asyncio.run(cmd_sync(cfg, args.config))
         if args.command == "run":
@@ -665,6 +766,8 @@ def _main(argv: list[str]) -> int:
             return asyncio.run(cmd_verify(cfg, args.deep))
         if args.command == "reconcile":
             return asyncio.run(cmd_reconcile(cfg, args.since, args.until, args.config))
+        if args.command == "audit" and args.audit_command == "recover":
+            return asyncio.run(cmd_audit_recover(cfg, args.reason))
         if args.command == "audit":
             return asyncio.run(cmd_audit_verify(cfg))
         if args.command == "retry":
@@ -672,14 +775,29 @@ def _main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"archiver: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except LedgerError as exc:  # a path or file the operator must fix: like bad config
-        print(f"archiver: config: ledger.path: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except LedgerError as exc:  # the state volume: operational (systemd restarts), not config
+        print(f"archiver: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except ArchiverError as exc:
         print(f"archiver: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # the reader of our output left: main() ends quietly
+    except Exception as exc:  # the last resort: a bug is logged, never shown as a traceback
+        if cfg is None:
+            _configure_logging(args, None)  # the failure came before the config's own settings
+        log.exception("bug.unexpected_error", command=_command(args), error_type=type(exc).__name__)
+        print(
+            f"archiver: unexpected error in '{_command(args)}' (a bug; the log has the "
+            f"traceback): {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    finally:
+        if lock is not None:
+            lock.release()
     parser.error(f"unknown command {args.command!r}")
     return EXIT_CONFIG  # pragma: no cover
 

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import os
 import re
+import stat
 import string
 import tomllib
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from archiver.errors import ConfigError
+from archiver.modes import parse_mode
 
 ENV_PREFIX = "ARCHIVER_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -163,6 +165,9 @@ class ArchiveConfig:
     spool_dir: str = ""
     # s3: new objects go up with If-None-Match: * when the store honours it (the first put probes)
     conditional_put: bool = True
+    # local: modes of what the archive creates, whatever the umask (octal strings)
+    file_mode: str = "0600"
+    dir_mode: str = "0700"
 
 
 @dataclass(frozen=True)
@@ -355,6 +360,13 @@ def load_config(
                 raise ConfigError(
                     f"{sec}.{file_key}", f"set either {target} or {file_key}, not both"
                 )
+            mode = os.stat(secret_path).st_mode
+            if mode & 0o004:  # world-readable: refused (a group is a deliberate choice)
+                raise ConfigError(
+                    f"{sec}.{file_key}",
+                    f"secret file {secret_path!r} is readable by everyone "
+                    f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {secret_path}",
+                )
             values[target] = secret
         built[section] = cls(**values)
     cfg = Config(**built)
@@ -448,6 +460,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError("archive.part_size", "must be at least 5MiB (the S3 minimum)")
     if a.multipart_threshold < a.part_size:
         raise ConfigError("archive.multipart_threshold", "must be at least archive.part_size")
+    for key, text, needs, never in (
+        ("archive.file_mode", a.file_mode, 0o600, 0o7113),
+        ("archive.dir_mode", a.dir_mode, 0o700, 0o7002),
+    ):
+        try:
+            mode = parse_mode(text)
+        except ValueError as exc:
+            raise ConfigError(key, str(exc)) from None
+        if mode & needs != needs or mode & never:
+            raise ConfigError(
+                key,
+                f"{text!r} must give the owner {'rw' if needs == 0o600 else 'rwx'} and never "
+                f"{'execute or ' if needs == 0o600 else ''}write to others, e.g. "
+                f"'{needs:04o}' (private) or '{needs | (needs >> 3) & 0o050:04o}' (group read)",
+            )
 
     parse_listen(cfg.server.listen)
     if cfg.delete.max_per_pass < 0:
@@ -459,3 +486,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError("log.level", "must be 'debug', 'info', 'warning' or 'error'")
     if cfg.log.format not in {"auto", "json", "console"}:
         raise ConfigError("log.format", "must be 'auto', 'json' or 'console'")
+
+
+def secret_file_warnings(cfg: Config) -> list[str]:
+    """Secret files readable by their group (accepted: a group, as Kubernetes' fsGroup gives,
+    is a deliberate choice; readable by everyone is refused by :func:`load_config`)."""
+    found: list[str] = []
+    if cfg.source.auth_token_file:
+        path = os.path.expandvars(cfg.source.auth_token_file)
+        try:
+            if os.stat(path).st_mode & 0o040:
+                found.append(path)
+        except OSError:
+            pass  # read a moment ago; gone now is for the next load to say
+    return found

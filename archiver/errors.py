@@ -17,10 +17,13 @@
     ├── StorageError                  the archive backend
     │   ├── StorageUnavailable        unreachable, throttled, 5xx           [transient]
     │   ├── StorageDenied             access denied, missing bucket/folder, disk full (exit 3)
+    │   │   └── ObjectLocked          a delete refused by Object Lock retention or legal hold
     │   ├── ObjectNotFound            the key does not exist
     │   ├── VerificationFailed        the archived copy does not match (size, SHA-256, lock)
     │   └── ArchiveConflict           the key holds different bytes; never overwritten
-    ├── LedgerError                   the SQLite ledger cannot be opened or migrated
+    ├── LedgerError                   the state volume: ledger or journal unusable (exit 3)
+    │   └── JournalError              the audit journal lacks the ledger's checkpoint, or fails
+    ├── LockHeld                      another archiver process is writing this state (exit 3)
     ├── PortBusy                      server.listen is taken by another process (exit 3)
     └── InvalidRecording              hostile or malformed SID, unparseable fields (permanent)
 
@@ -113,6 +116,10 @@ class StorageDenied(StorageError):
     """Access denied, missing bucket or folder, read-only or full disk."""
 
 
+class ObjectLocked(StorageDenied):
+    """The store refused a delete because the object is under Object Lock (not credentials)."""
+
+
 class ObjectNotFound(StorageError):
     """The key does not exist in the archive."""
 
@@ -126,7 +133,20 @@ class ArchiveConflict(StorageError):
 
 
 class LedgerError(ArchiverError):
-    """The ledger cannot be opened, migrated or written."""
+    """The ledger cannot be opened, migrated or written: names the file, the cause, the fix.
+
+    An operational fault of the state volume (disk full, I/O error, read-only, damaged), never
+    a config error: systemd restarts on it.
+    """
+
+
+class JournalError(LedgerError):
+    """The audit journal cannot be written, or no longer holds the checkpoint the ledger keeps
+    (cut, deleted or rewritten). Never healed silently: ``archiver audit recover``."""
+
+
+class LockHeld(ArchiverError):
+    """Another archiver process holds the writer lock on this ledger."""
 
 
 class PortBusy(ArchiverError):

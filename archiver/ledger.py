@@ -13,21 +13,30 @@ survives restarts without relying on the listing again. The watermark is the new
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import inspect
 import json
+import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from archiver.errors import LedgerError
+from archiver.modes import DEFAULT_FILE_MODE, make_dirs, open_new
 from archiver.restcomm import InvalidItem, Recording
 
 STATES = ("discovered", "archived", "verified", "failed", "deleted")
 SCHEMA_VERSION = 3
+SQLITE_HEADER = b"SQLite format 3\x00"
+T = TypeVar("T")
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -169,12 +178,21 @@ class Ledger:
     async def __aenter__(self) -> Ledger:
         try:
             if str(self.path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(self._prepare)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._quick_check()
             await self._migrate()
+        except LedgerError:
+            await self._close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            await self._close()
+            if isinstance(exc, sqlite3.OperationalError):  # the volume, not the file's content
+                raise self._error("opening", exc) from exc
+            raise LedgerError(self._damaged(str(exc))) from exc
         except (sqlite3.Error, OSError) as exc:
             await self._close()
             raise LedgerError(
@@ -185,6 +203,91 @@ class Ledger:
             await self._close()
             raise
         return self
+
+    def _prepare(self) -> None:
+        """A missing ledger is created (private); an empty or foreign file is refused: taking
+        it as a new ledger would forget every recording archived or deleted so far."""
+        make_dirs(self.path.parent)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._create()
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise LedgerError(f"the ledger {self.path} is not a regular file; fix ledger.path")
+        if st.st_size == 0:
+            raise LedgerError(
+                f"the ledger {self.path} is an empty (0-byte) file, not a new ledger: its "
+                "contents are lost. Restore it from a backup; archiver will not start over on it "
+                "(that would re-download everything and forget deleted recordings)"
+            )
+        with self.path.open("rb") as fh:
+            header = fh.read(len(SQLITE_HEADER))
+        if header != SQLITE_HEADER:
+            raise LedgerError(
+                f"the ledger {self.path} is not a SQLite database (it starts with {header!r}); "
+                "fix ledger.path, or restore the ledger from a backup"
+            )
+
+    def _create(self) -> None:
+        """Make a new, empty ledger (mode 0600) under a temp name and link it into place: the
+        path never holds a 0-byte file, which would be refused on the next open."""
+        tmp = self.path.with_name(f".{self.path.name}.new-{os.getpid()}")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        os.close(open_new(tmp, os.O_WRONLY, DEFAULT_FILE_MODE))
+        try:
+            db = sqlite3.connect(tmp)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")  # writes the header: no longer 0 bytes
+            finally:
+                db.close()
+            with contextlib.suppress(FileExistsError):  # another process created it first
+                os.link(tmp, self.path)
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    async def _quick_check(self) -> None:
+        async with self.db.execute("PRAGMA quick_check") as cur:
+            rows = await cur.fetchall()
+        problems = [str(r[0]) for r in rows]
+        if problems != ["ok"]:
+            raise LedgerError(self._damaged("; ".join(problems[:5])))
+
+    def _damaged(self, problem: str) -> str:
+        return (
+            f"the ledger {self.path} is damaged ({problem}). Stop every archiver using it, keep "
+            "a copy of the damaged file (and its -wal file), and restore the ledger from a "
+            "backup; then run 'archiver audit verify'"
+        )
+
+    def _error(self, what: str, exc: sqlite3.Error) -> LedgerError:
+        """A failed SQLite call as a LedgerError naming the file, the cause and the fix."""
+        text = str(exc)
+        lower = text.lower()
+        full = False
+        with contextlib.suppress(OSError):  # SQLite reports ENOSPC on -shm/-wal as an I/O error
+            full = os.statvfs(self.path.parent).f_bavail == 0
+        if "full" in lower or full:
+            hint = "the state volume holding it is full: free space there (or raise its quota)"
+        elif "readonly" in lower or "read-only" in lower:
+            hint = "the file or its volume is read-only: check the owner, mode and mount"
+        elif "locked" in lower or "busy" in lower:
+            hint = "another process holds the database: is a second archiver using this file?"
+        elif "malformed" in lower or "not a database" in lower:
+            return LedgerError(self._damaged(text))
+        elif "i/o" in lower or "unable to open" in lower:
+            hint = "check the state volume (mount, permissions, I/O errors in the kernel log)"
+        else:
+            hint = "check the state volume"
+        return LedgerError(f"ledger {self.path}: {what} failed: {text}; {hint}")
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
@@ -240,6 +343,18 @@ class Ledger:
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, value),
         )
+
+    async def set_metas(self, values: dict[str, str]) -> None:
+        """Set several meta keys in one transaction: all or none survive a crash."""
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for key, value in values.items():
+                await self.set_meta(key, value)
+            await self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:  # a failed COMMIT has ended it already
+                await self.db.execute("ROLLBACK")
+            raise
 
     async def watermark(self) -> datetime | None:
         value = await self.get_meta("watermark")
@@ -314,7 +429,8 @@ class Ledger:
                     invalid += cur.rowcount
             await self.db.execute("COMMIT")
         except BaseException:
-            await self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # a failed COMMIT ends it: ROLLBACK would mask the cause
+                await self.db.execute("ROLLBACK")
             raise
         return new, invalid, relisted
 
@@ -510,3 +626,21 @@ class Ledger:
             row = await cur.fetchone()
         assert row is not None
         return int(row[0]), int(row[1])
+
+
+def _translated(what: str, method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(method)
+    async def call(self: Ledger, *args: Any, **kwargs: Any) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._error(what, exc) from exc
+
+    return call
+
+
+# Every query and write, present and future, reports SQLite's errors (disk full, I/O, locked,
+# read-only, damaged) as a LedgerError with the file and the cause: wrapped once, here.
+for _name, _method in list(vars(Ledger).items()):
+    if not _name.startswith("_") and inspect.iscoroutinefunction(_method):
+        setattr(Ledger, _name, _translated(_name.replace("_", " "), _method))

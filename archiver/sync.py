@@ -789,6 +789,7 @@ class Syncer:
             await self.transfer_due(result, stopping)
             await self.delete_verified(result, stopping)
             await self.write_manifests()
+            await self.storage.sweep()  # what a crashed writer left, not only at start-up
         except* FATAL as group:
             raise group.exceptions[0] from None
         except* StorageError as group:

@@ -343,14 +343,27 @@ class S3Proxy:
     """
 
     def __init__(
-        self, upstream: S3Server, *, strip: tuple[str, ...] = (), delay: float = 0.0
+        self,
+        upstream: S3Server,
+        *,
+        strip: tuple[str, ...] = (),
+        delay: float = 0.0,
+        keep_host: bool = False,
     ) -> None:
         self.upstream = upstream
+        # pass the client's Host on: a store that checks signatures (SeaweedFS) sees the host
+        # the request was signed for
+        self.keep_host = keep_host
         self.strip = {h.lower() for h in strip}
         self.delay = delay  # seconds added to every answer: a store some way off
         # called with (method, path, query) before a request is passed on: another client
         # can act on the store at that exact moment (a race made to happen)
         self.before: Callable[[str, str, str], Awaitable[None]] | None = None
+        # (method, path, query, body) -> the body passed on: bytes corrupted on the way
+        self.mangle: Callable[[str, str, str, bytes], bytes] | None = None
+        # (method, path, query) -> True: the request reaches the store, its answer is lost
+        # (the connection closes before a byte of it goes back)
+        self.drop: Callable[[str, str, str], bool] | None = None
         self.seen: list[Seen] = []
         self.endpoint_url = ""
         self._runner: Any = None  # web.AppRunner, once entered
@@ -373,16 +386,29 @@ class S3Proxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         started = asyncio.get_running_loop().time()
-        skip = {"host", "content-length", "transfer-encoding", *self.strip}
+        skip = {"content-length", "transfer-encoding", *self.strip}
+        if not self.keep_host:
+            skip.add("host")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
         body = await request.read()
         if self.before is not None:
             await self.before(request.method, request.rel_url.path, request.rel_url.query_string)
+        if self.mangle is not None:
+            body = self.mangle(
+                request.method, request.rel_url.path, request.rel_url.query_string, body
+            )
         url = self.upstream.endpoint_url + request.rel_url.raw_path_qs
         async with self._session.request(
             request.method, url, headers=headers, data=io.BytesIO(body), allow_redirects=False
         ) as resp:
             data = await resp.read()
+            if self.drop is not None and self.drop(
+                request.method, request.rel_url.path, request.rel_url.query_string
+            ):
+                assert request.transport is not None
+                request.transport.close()  # the store acted on it; the client never hears
+                self.seen.append(Seen(request.method, request.rel_url.path, None, 0, started))
+                return web.Response()
             out = web.StreamResponse(status=resp.status)
             for k, v in resp.headers.items():
                 if k.lower() not in {"content-length", "transfer-encoding", "connection"}:

@@ -35,6 +35,7 @@ def write_config(tmp_path: Path, sim: RestcommSimulator | None, **source: object
     text = "[source]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
     text += f'[archive]\npath = "{tmp_path}/archive"\n[ledger]\npath = "{tmp_path}/l.sqlite3"\n'
     text += '[daemon]\ndrain_timeout = "5s"\n'
+    text += '[server]\nlisten = ""\n'  # no fixed port: a test that needs one asks for it
     path = tmp_path / "archiver.toml"
     path.write_text(text)
     return path

@@ -71,7 +71,7 @@ async def test_a_busy_metrics_port_is_exit_3_not_a_config_error(tmp_path: Path) 
     try:
         async with RestcommSimulator(auth_token=TOKEN) as sim:
             cfg = write_config(tmp_path, sim)
-            cfg.write_text(cfg.read_text() + f'[server]\nlisten = "127.0.0.1:{port}"\n')
+            cfg.write_text(cfg.read_text().replace('listen = ""', f'listen = "127.0.0.1:{port}"'))
             code, _out, err = await run_cli("--config", str(cfg), "run")
     finally:
         holder.close()

@@ -64,6 +64,7 @@ def test_environment_overrides_and_types(tmp_path: Path) -> None:
 
 def test_secret_file(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("from-file\n")
+    (tmp_path / "token").chmod(0o600)  # readable by everyone is refused (test_modes.py)
     text = MINIMAL.replace('auth_token = "t0ken-value"', f'auth_token_file = "{tmp_path}/token"')
     cfg = load_config(write(tmp_path, text), environ={})
     assert cfg.source.auth_token == "from-file"

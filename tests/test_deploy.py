@@ -109,6 +109,7 @@ def test_the_credential_line_documented_in_the_unit_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "auth_token").write_text("s3cret-token\n", encoding="utf-8")
+    (tmp_path / "auth_token").chmod(0o400)  # as LoadCredential= leaves it
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))  # as systemd sets it
     cfg = load_config(
         EXAMPLE,
@@ -266,6 +267,10 @@ def test_k8s_config_loads_and_keeps_state_on_the_volume(
     config.write_text(docs["ConfigMap"]["data"]["archiver.toml"], encoding="utf-8")
     token = tmp_path / "auth_token"
     token.write_text("t0ken", encoding="utf-8")
+    # the Secret volume's defaultMode: group-readable (fsGroup) is accepted, with a warning
+    pod_spec = docs["Deployment"]["spec"]["template"]["spec"]
+    [secret] = [v["secret"] for v in pod_spec["volumes"] if "secret" in v]
+    token.chmod(secret["defaultMode"])
     # every key is known and valid (the token file's real path exists only in the Pod)
     cfg = load_config(config, environ={"ARCHIVER_SOURCE__AUTH_TOKEN_FILE": str(token)})
 

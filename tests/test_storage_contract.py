@@ -24,7 +24,7 @@ from archiver.errors import (
     VerificationFailed,
 )
 from archiver.storage.base import Storage, StoredObject, digest, single_chunk
-from archiver.storage.local import TMP_DIR, LocalStorage
+from archiver.storage.local import LocalStorage
 from archiver.storage.s3 import S3Storage
 from tests import s3_servers
 from tests.s3_servers import S3Server
@@ -111,7 +111,9 @@ def _local_backend(storage: LocalStorage, root: Path) -> Backend:
         return (st.st_ino, st.st_mtime_ns)
 
     async def leftovers() -> list[str]:
-        return sorted(p.name for p in (root / TMP_DIR).iterdir())
+        # temp files live in the destination folders now; the folders list is not a leftover
+        found = [p for p in root.rglob("*.part*") if p.is_file()]
+        return sorted(str(p.relative_to(root)) for p in found)
 
     return Backend(storage, overwrite, fingerprint, leftovers)
 

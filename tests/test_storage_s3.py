@@ -145,8 +145,10 @@ async def test_corrupted_single_put_refused_by_checksum(
             return await original(**{**kw, "Body": _flip(kw["Body"])})  # after we hashed it
 
         s3._client.put_object = corrupting
-        with pytest.raises(VerificationFailed, match="BadDigest"):
+        # refused by the store; transient (corrupted on the way), so the caller sends it again
+        with pytest.raises(StorageUnavailable, match="BadDigest") as err:
             await s3.put(KEY, chunks(payload(100_000)), content_type="audio/wav", metadata=META)
+        assert err.value.transient
         assert await s3.stat(KEY) is None
 
 
@@ -167,7 +169,7 @@ async def test_corrupted_part_refused_and_upload_aborted(
             return await original(**kw)
 
         s3._client.upload_part = corrupting
-        with pytest.raises(VerificationFailed, match="BadDigest"):
+        with pytest.raises(StorageUnavailable, match="BadDigest"):
             await s3.put(KEY, chunks(payload(2 * PART + 1)), content_type="audio/wav")
         assert await s3.stat(KEY) is None
     assert await uploads(seaweedfs_s3, bucket) == []
@@ -557,7 +559,7 @@ async def test_unreachable_endpoint_is_transient(aws_env: Env, tmp_path: Path) -
         ("SignatureDoesNotMatch", 403, StorageDenied),
         ("NoSuchBucket", 404, StorageDenied),
         ("NoSuchKey", 404, ObjectNotFound),
-        ("BadDigest", 400, VerificationFailed),
+        ("BadDigest", 400, StorageUnavailable),
         ("InvalidArgument", 400, StorageError),
     ],
 )

@@ -84,6 +84,11 @@ class Storage(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def sweep(self) -> int:
+        """Remove what dead writers left (temp files, incomplete uploads); called on open and
+        at the end of every pass. Never raises for what it could not remove."""
+        ...
+
     def describe(self, key: str = "") -> str: ...
 
 

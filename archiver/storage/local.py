@@ -1,8 +1,14 @@
 """Local-disk archive: atomic, durable writes under one folder.
 
-A put streams into a temp file under ``<path>/.archiver-tmp/`` (same file system, so the rename
-is atomic), fsyncs it, renames it into place and fsyncs the folder. Temp files of dead processes
-are swept when the storage opens, so a SIGKILL leaves nothing behind for long.
+A put streams into a hidden temp file (``.archiver-<pid>-<n>.part``) in the destination's own
+folder, so the rename is atomic and never crosses a file system even where a year or day folder
+is a mount point; it fsyncs the file, renames it into place and fsyncs the folder. Each process
+notes the folders it puts temp files in, once, in ``<path>/.archiver-tmp/<pid>.folders``; the
+temp files of dead processes are swept from those folders when a storage opens and at the end of
+every pass (:meth:`LocalStorage.sweep`), so a SIGKILL leaves nothing behind for long.
+
+Faults: a full disk (ENOSPC, EDQUOT, EFBIG) stops the pass (StorageDenied); a folder that
+refuses us (EACCES, EPERM, EROFS) fails only the recordings bound for it, with the folder named.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import hashlib
 import itertools
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import replace as replace_fields
 from pathlib import Path
@@ -27,6 +34,7 @@ from archiver.errors import (
     StorageDenied,
     StorageError,
 )
+from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, make_dirs, open_new
 from archiver.storage.base import Sidecar, StoredObject, check_key, compare, pid_alive
 
 log = structlog.get_logger("archiver.storage.local")
@@ -39,14 +47,23 @@ DEFAULT_BUFFER = 1024 * 1024  # shorter bodies: one thread hop; longer: written 
 # spares an os.urandom call per put
 _TMP_TOKEN = secrets.token_hex(4)
 _tmp_serial = itertools.count()
-_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+TMP_PREFIX = ".archiver-"  # then "<pid>-": temp files in the destination folders
+FOLDERS_SUFFIX = ".folders"
 
 
-def _translate(exc: OSError, what: str) -> StorageError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+def _translate(exc: OSError, what: str, *, per_folder: bool = False) -> StorageError:
+    """An OSError as our own error. ``per_folder``: a refusal concerns one destination folder
+    (one recording), not the whole archive, so it must not stop the pass."""
+    if exc.errno in _FULL:
         return StorageDenied(f"{what}: disk full or file size limit reached ({exc.strerror})")
     if exc.errno in _DENIED:
-        return StorageDenied(f"{what}: {exc.strerror} (check the folder's owner and mode)")
+        where = f" in {Path(exc.filename).parent}" if per_folder and exc.filename else ""
+        message = f"{what}: {exc.strerror}{where} (check the folder's owner and mode)"
+        return StorageError(message) if per_folder else StorageDenied(message)
+    if exc.errno == errno.EXDEV:
+        return StorageError(f"{what}: {exc.strerror} (a rename across file systems)")
     if exc.errno == errno.ENOENT:
         return ObjectNotFound(f"{what}: not found")
     return StorageError(f"{what}: {exc.strerror or exc}")
@@ -60,25 +77,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_dirs(path: Path) -> None:
-    """Create ``path`` and any missing parents, each made durable in its parent folder."""
-    missing: list[Path] = []
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another thread was first
-            folder.mkdir()
+def _make_dirs(path: Path, mode: int) -> None:
+    """Create ``path`` and any missing parents (``mode``), each made durable in its parent."""
+    for folder in make_dirs(path, mode):
         _fsync_dir(folder.parent)
 
 
-def _move(src: Path, dst: Path) -> None:
+def _move(src: Path, dst: Path, dir_mode: int) -> None:
     """Rename ``src`` to ``dst``, creating ``dst``'s folder only when it is missing (the rename
     says so): no mkdir, which locks the parent folder, on every put."""
     try:
         os.replace(src, dst)
     except FileNotFoundError:
-        _make_dirs(dst.parent)
+        _make_dirs(dst.parent, dir_mode)
         os.replace(src, dst)
 
 
@@ -97,10 +108,13 @@ def _hash_file(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist), write ``data`` and fsync it: os-level calls only."""
-    # 0o666 less the umask, as open() does
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` (it must not exist) with ``mode``, write ``data`` and fsync it."""
+    _write_fd(open_new(path, os.O_WRONLY, mode), data)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write ``data`` to the new file ``fd``, fsync and close it: os-level calls only."""
     try:
         view = memoryview(data)
         while view:
@@ -143,32 +157,97 @@ class LocalStorage:
 
     name = "local"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        file_mode: int = DEFAULT_FILE_MODE,
+        dir_mode: int = DEFAULT_DIR_MODE,
+    ) -> None:
         self.root = Path(path)
         self.tmp = self.root / TMP_DIR
+        self.file_mode = file_mode  # recordings, sidecars, manifests: private unless configured
+        self.dir_mode = dir_mode
+        self._folders: set[Path] = set()  # where this process has put temp files (noted)
+        self._noting = threading.Lock()  # puts note folders from worker threads
 
     async def __aenter__(self) -> LocalStorage:
         await asyncio.to_thread(self._open)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        # every temp file of ours is gone (removed on failure, renamed on success)
+        with contextlib.suppress(OSError):
+            (self.tmp / f"{os.getpid()}{FOLDERS_SUFFIX}").unlink()
+        self._folders.clear()
 
     def _open(self) -> None:
         try:
-            self.tmp.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.tmp, self.dir_mode)
             probe = self.tmp / f"{os.getpid()}-probe.part"
-            probe.write_bytes(b"")
+            os.close(open_new(probe, os.O_WRONLY, self.file_mode))
             probe.unlink()
         except OSError as exc:
             raise _translate(exc, f"archive folder {self.root}") from exc
-        for leftover in self.tmp.iterdir():
-            pid_text = leftover.name.split("-", 1)[0]
-            pid = int(pid_text) if pid_text.isdigit() else 0
-            if pid == os.getpid() or not pid_alive(pid):
+        self._sweep()
+
+    async def sweep(self) -> int:
+        """Remove the temp files dead processes left; the number removed."""
+        return await asyncio.to_thread(self._sweep)
+
+    def _sweep(self) -> int:
+        removed = 0
+        with contextlib.suppress(OSError):
+            for entry in list(self.tmp.iterdir()):
+                pid_text = entry.name.split("-", 1)[0].split(".", 1)[0]
+                pid = int(pid_text) if pid_text.isdigit() else 0
+                if not pid or pid == os.getpid() or pid_alive(pid):
+                    continue
+                if entry.name.endswith(FOLDERS_SUFFIX):
+                    removed += self._sweep_folders(entry, pid)
                 with contextlib.suppress(OSError):
-                    leftover.unlink()
-                    log.info("storage.temp_removed", file=leftover.name)
+                    entry.unlink()  # a temp file of the layout before, or the folders list
+                    log.info("storage.temp_removed", file=entry.name)
+        return removed
+
+    def _sweep_folders(self, listing: Path, pid: int) -> int:
+        removed = 0
+        for line in listing.read_text(errors="replace").splitlines():
+            folder = self.root / line
+            if not line or ".." in Path(line).parts:
+                continue
+            with contextlib.suppress(OSError):
+                for leftover in folder.glob(f"{TMP_PREFIX}{pid}-*.part*"):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+                        removed += 1
+                        log.info("storage.temp_removed", file=str(leftover))
+        return removed
+
+    def _note(self, folder: Path) -> None:
+        """Record, once per process, that temp files go to ``folder`` (for a later sweep)."""
+        if folder in self._folders:
+            return
+        with self._noting:
+            if folder in self._folders:
+                return
+            line = (str(folder.relative_to(self.root)) + "\n").encode()
+            listing = self.tmp / f"{os.getpid()}{FOLDERS_SUFFIX}"
+            fd = os.open(listing, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+            self._folders.add(folder)
+
+    def _new_temp(self, tmp: Path) -> int:
+        """Create the temp file ``tmp`` (its folder too, when missing); the descriptor."""
+        self._note(tmp.parent)
+        try:
+            return open_new(tmp, os.O_WRONLY, self.file_mode)
+        except FileNotFoundError:
+            _make_dirs(tmp.parent, self.dir_mode)
+            return open_new(tmp, os.O_WRONLY, self.file_mode)
 
     def describe(self, key: str = "") -> str:
         return str(self.root / key) if key else str(self.root)
@@ -188,7 +267,8 @@ class LocalStorage:
         size_hint: int | None = None,  # not needed: short bodies are written in one step anyway
     ) -> StoredObject:
         final = self._final(key)
-        tmp = self.tmp / f"{os.getpid()}-{_TMP_TOKEN}{next(_tmp_serial)}.part"
+        # in the destination's own folder: the rename never crosses a file system
+        tmp = final.with_name(f"{TMP_PREFIX}{os.getpid()}-{_TMP_TOKEN}{next(_tmp_serial)}.part")
         chunks: list[bytes] = []  # not yet written
         buffered = 0
         h = hashlib.sha256()
@@ -206,7 +286,7 @@ class LocalStorage:
                     if fh is None:
                         # a long recording: stream it through a temp file. Opened here, not in
                         # a thread: a cancellation during a threaded open would leak the handle.
-                        fh = open(tmp, "xb")  # noqa: ASYNC230, SIM115
+                        fh = os.fdopen(self._new_temp(tmp), "wb")
                     if writing is not None:
                         await _settled(writing)  # one batch in flight: memory stays bounded
                     # write and hash in a thread while the next batch downloads: the event
@@ -235,7 +315,7 @@ class LocalStorage:
                     )
                 return await _settled(job)
             except OSError as exc:
-                raise _translate(exc, f"writing {final}") from exc
+                raise _translate(exc, f"writing {final}", per_folder=True) from exc
         finally:
             if not handed_off:
                 if writing is not None and not writing.done():
@@ -259,7 +339,8 @@ class LocalStorage:
         data = b"".join(chunks)
         stored = StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
         with _removed_on_failure(tmp):
-            _write_new(tmp, data)
+            fd = self._new_temp(tmp)
+            _write_fd(fd, data)
             return self._commit(tmp, final, stored, replace, sidecar)
 
     def _finish(
@@ -301,11 +382,11 @@ class LocalStorage:
             read_back = True  # same bytes already archived: a no-op, and just re-read
             tmp.unlink()
         else:
-            _move(tmp, final)
+            _move(tmp, final, self.dir_mode)
         if sidecar is not None:
             side_tmp = tmp.with_name(tmp.name + ".json")
             with _removed_on_failure(side_tmp):
-                _write_new(side_tmp, sidecar(stored))
+                _write_new(side_tmp, sidecar(stored), self.file_mode)
                 os.replace(side_tmp, final.with_name(final.name + ".json"))
         _fsync_dir(final.parent)
         if not read_back:

@@ -13,11 +13,18 @@ whether the key already holds these bytes). Memory stays bounded:
   with the ``ChecksumSHA256`` computed while the body streamed in (not re-read from disk, so a
   corrupted spool is caught by the store too). A failed or cancelled upload is aborted.
 
-Stale multipart uploads: on open, every multipart upload under ``prefix`` initiated more than
-``stale_upload_age`` (one minute) before now is aborted. Only our crashed puts leave uploads
-under our prefix; the grace only spares a second instance's upload in flight (a rolling
-restart), and aborting one of those is safe anyway: its CompleteMultipartUpload fails and the
-put is retried, never leaving a partial object.
+Incomplete multipart uploads (:meth:`S3Storage.sweep`, on open and at the end of every pass):
+ListMultipartUploads shows no owner we could tell apart, so each process keeps a small
+registry, ``archiver-s3-uploads-<pid>.json`` in the spool folder, of the keys it sent a
+CreateMultipartUpload for, written before the request. A sweep aborts every upload under
+``prefix`` that no live process of ours owns: those of keys a dead process registered (at any
+age: a restart ten seconds after a crash cleans up), those of our own keys whose
+CreateMultipartUpload answer may have been lost (the call failed, or botocore retried it: an
+earlier attempt may have created an upload nobody knows the id of), and, from owners we cannot
+know (another host, an older archiver), those initiated more than ``stale_upload_age`` (one
+minute) ago. Our uploads in flight and the keys a live local archiver registered are never
+touched. Aborting another writer's upload is safe anyway: its CompleteMultipartUpload fails
+and the put is retried, never leaving a partial object.
 
 Retries: botocore's own retries are kept small (standard mode, 3 attempts, per request) and the
 whole operation is retried by :mod:`archiver.retry` on :class:`StorageUnavailable`.
@@ -31,6 +38,7 @@ import binascii
 import contextlib
 import errno
 import hashlib
+import json
 import math
 import os
 import tempfile
@@ -60,6 +68,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from archiver.config import ArchiveConfig
 from archiver.errors import (
     ArchiveConflict,
+    ObjectLocked,
     ObjectNotFound,
     StorageDenied,
     StorageError,
@@ -85,6 +94,7 @@ DEFAULT_CLOCK_SLACK = timedelta(minutes=5)  # our clock vs the store's, for rete
 DEFAULT_ABORT_TIMEOUT = 30.0  # seconds __aexit__ waits for aborts still running
 MAX_PARTS = 10_000  # the S3 limit on parts in one multipart upload
 SPOOL_PREFIX = "archiver-s3-"
+UPLOADS_PREFIX = "archiver-s3-uploads-"  # then "<pid>.json": the keys a process uploads
 SPOOL_WRITE = 1024 * 1024  # spooled bodies reach the file in writes of about this size
 SHA_META = "sha256"
 PROBE_KEY = ".archiver/conditional-put-probe"
@@ -107,7 +117,10 @@ _DENIED = {
     "InvalidBucketName",
     "PermanentRedirect",
 }
-_MISMATCH = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
+_MISMATCH = {"InvalidDigest", "InvalidChecksum"}
+# the body arrived but did not match the checksum sent with it: corrupted on the way, so
+# sending it again (from our spool or buffer, which the checksum was computed over) can work
+_CORRUPTED = {"BadDigest", "XAmzContentSHA256Mismatch"}
 _TRANSIENT = {
     "SlowDown",
     "Throttling",
@@ -135,6 +148,11 @@ def _from_client_error(exc: ClientError, what: str) -> StorageError:
         return StorageDenied(f"{detail} (check the credentials and the bucket policy)")
     if code in _MISMATCH:
         return VerificationFailed(f"{detail} (the store refused the body: checksum mismatch)")
+    if code in _CORRUPTED:
+        return StorageUnavailable(
+            f"{detail} (the store refused the body: it did not match its checksum, so it was "
+            "corrupted on the way; sent again)"
+        )
     if code in _TRANSIENT or status >= 500 or status == 429:
         return StorageUnavailable(detail)
     return StorageError(detail)
@@ -342,6 +360,10 @@ class S3Storage:
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._aborts: set[asyncio.Task[None]] = set()
+        # multipart uploads: ids in flight per full key, and the keys a CreateMultipartUpload
+        # was sent for (True: its answer may have been lost), mirrored in the registry file
+        self._live: dict[str, set[str]] = {}
+        self._pending: dict[str, bool] = {}
         # One thread for every spool read and write: parts of 16 MiB allocated in several
         # threads left one freed part resident per thread (the C allocator keeps a heap per
         # thread), so peak memory varied by a part or more from run to run.
@@ -374,7 +396,7 @@ class S3Storage:
             await self._check_bucket()
             if self.cfg.object_lock_mode:
                 await self._check_object_lock()
-            await self._abort_stale_uploads(started - self.stale_upload_age)
+            await self._sweep_uploads(started)
             await asyncio.to_thread(self._sweep_spool)
         except BaseException:
             await stack.aclose()
@@ -421,16 +443,19 @@ class S3Storage:
             raise
 
     async def _check_object_lock(self) -> None:
-        refuse = StorageDenied(
-            f"bucket {self.bucket} has no Object Lock configuration but "
-            f"archive.object_lock_mode = {self.cfg.object_lock_mode!r}; "
-            "refusing to write unprotected copies"
-        )
+        if not await self._object_lock_enabled():
+            raise StorageDenied(
+                f"bucket {self.bucket} has no Object Lock configuration but "
+                f"archive.object_lock_mode = {self.cfg.object_lock_mode!r}; "
+                "refusing to write unprotected copies"
+            )
+
+    async def _object_lock_enabled(self) -> bool:
         try:
             with _boundary(f"GetObjectLockConfiguration {self.bucket}"):
                 resp = await self._client.get_object_lock_configuration(Bucket=self.bucket)
-        except ObjectNotFound as exc:  # ObjectLockConfigurationNotFoundError is a 404
-            raise refuse from exc
+        except ObjectNotFound:  # ObjectLockConfigurationNotFoundError is a 404
+            return False
         except StorageError as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError):
@@ -438,10 +463,37 @@ class S3Storage:
                 status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 # Not configured (ObjectLockConfigurationNotFoundError) or not implemented.
                 if "ObjectLock" in code or code == "NotImplemented" or status == 501:
-                    raise refuse from exc
+                    return False
             raise
-        if resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
-            raise refuse
+        return bool(resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+    async def canary_retention(self) -> datetime | None:
+        """The shortest retention a canary (``check``) can get here: none in a bucket without
+        Object Lock; else an explicit GOVERNANCE retain-until one day ahead, which takes the
+        place of a default retention (possibly COMPLIANCE for years) and of archive's own."""
+        if not await self._object_lock_enabled():
+            return None
+        return _ceil_second(datetime.now(UTC) + DEFAULT_MIN_RETENTION)
+
+    async def put_canary(self, key: str, data: bytes, retain_until: datetime) -> None:
+        """Store ``data`` at ``key`` under GOVERNANCE retention until ``retain_until``."""
+        sha = hashlib.sha256(data)
+        with _boundary(f"PutObject {self.describe(key)} (canary)"):
+            await self._client.put_object(
+                Bucket=self.bucket,
+                Key=self._full(key),
+                Body=data,
+                ContentType="text/plain",
+                Metadata={SHA_META: sha.hexdigest()},
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=base64.b64encode(sha.digest()).decode(),
+                ObjectLockMode="GOVERNANCE",
+                ObjectLockRetainUntilDate=retain_until,
+            )
+
+    async def conditional_writes(self) -> bool:
+        """Whether new objects go up with If-None-Match (probed once, by the first caller)."""
+        return await self._conditional_writes()
 
     async def _conditional_writes(self) -> bool:
         if self.conditional is None:
@@ -485,19 +537,111 @@ class S3Storage:
         )
         return False
 
-    async def _abort_stale_uploads(self, cutoff: datetime) -> None:
-        stale: list[tuple[str, str]] = []
+    async def sweep(self) -> int:
+        """Abort the multipart uploads no live process of ours owns (see the module docstring);
+        the number aborted. Never raises: a failed sweep only costs storage until the next."""
+        try:
+            return await self._sweep_uploads(datetime.now(UTC))
+        except StorageError as exc:
+            log.warning("storage.sweep_failed", error=str(exc))
+            return 0
+
+    def _registry(self, pid: int | None = None) -> Path:
+        folder = Path(self.cfg.spool_dir or tempfile.gettempdir())
+        return folder / f"{UPLOADS_PREFIX}{pid or os.getpid()}.json"
+
+    def _save_registry(self) -> None:
+        """Write our registry (a few hundred bytes, once or twice per multipart upload: in the
+        event loop, so no cancellation can skip it), or remove it when nothing is pending."""
+        path = self._registry()
+        if not self._pending:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        doc = {
+            "pid": os.getpid(),
+            "endpoint": self.cfg.endpoint_url,
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "keys": self._pending,
+        }
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, json.dumps(doc).encode())
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _spool_error(exc, self.cfg.spool_dir) from exc
+
+    def _others(self) -> tuple[dict[str, bool], set[str], list[Path]]:
+        """From the registries of other processes on this store's bucket: the keys of dead
+        ones, those of live ones, and the dead ones' files."""
+        dead: dict[str, bool] = {}
+        live: set[str] = set()
+        files: list[Path] = []
+        folder = self._registry().parent
+        with contextlib.suppress(OSError):
+            for path in folder.glob(f"{UPLOADS_PREFIX}*.json"):
+                pid_text = path.name[len(UPLOADS_PREFIX) : -len(".json")]
+                pid = int(pid_text) if pid_text.isdigit() else 0
+                if not pid or pid == os.getpid():
+                    continue
+                try:
+                    doc = json.loads(path.read_text())
+                    same = (doc["endpoint"], doc["bucket"], doc["prefix"]) == (
+                        self.cfg.endpoint_url,
+                        self.bucket,
+                        self.prefix,
+                    )
+                    keys = dict(doc["keys"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                if not same:
+                    continue
+                if pid_alive(pid):
+                    live.update(keys)
+                else:
+                    dead.update(keys)
+                    files.append(path)
+        return dead, live, files
+
+    async def _sweep_uploads(self, now: datetime) -> int:
+        dead, live, dead_files = await asyncio.to_thread(self._others)
+        suspects = {key for key, lost in self._pending.items() if lost}
+        cutoff = now - self.stale_upload_age
+        doomed: list[tuple[str, str, str]] = []
         with _boundary(f"ListMultipartUploads {self.describe()}"):
             paginator = self._client.get_paginator("list_multipart_uploads")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for upload in page.get("Uploads", []):
+                    key, upload_id = upload["Key"], upload["UploadId"]
+                    if upload_id in self._live.get(key, ()) or key in live:
+                        continue  # in flight here, or registered by a live archiver
                     initiated = upload.get("Initiated")
-                    if isinstance(initiated, datetime) and initiated < cutoff:
-                        stale.append((upload["Key"], upload["UploadId"]))
-        for key, upload_id in stale:
+                    if key in dead:
+                        doomed.append((key, upload_id, "its process died"))
+                    elif key in suspects:
+                        doomed.append((key, upload_id, "its CreateMultipartUpload answer was lost"))
+                    elif isinstance(initiated, datetime) and initiated < cutoff:
+                        doomed.append((key, upload_id, "stale"))
+        aborted = 0
+        for key, upload_id, why in doomed:
             with contextlib.suppress(StorageError):  # logged by _abort; only costs storage
                 await self._abort(key, upload_id)
-                log.info("storage.stale_upload_aborted", key=key, upload_id=upload_id)
+                aborted += 1
+                log.info("storage.stale_upload_aborted", key=key, upload_id=upload_id, why=why)
+        for path in dead_files:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for key in suspects:
+            if not self._live.get(key):
+                del self._pending[key]
+        if suspects:
+            self._save_registry()
+        return aborted
 
     def _sweep_spool(self) -> None:
         folder = Path(self.cfg.spool_dir or tempfile.gettempdir())
@@ -656,9 +800,42 @@ class S3Storage:
                 f"{spool.part_size} bytes (S3 allows {MAX_PARTS}); raise archive.part_size"
             )
         what = f"multipart upload of s3://{self.bucket}/{full}"
-        with _boundary(f"CreateMultipartUpload {what}"):
-            resp = await self._client.create_multipart_upload(**args, ChecksumAlgorithm="SHA256")
+        # registered before the request: if its answer is lost, a sweep still knows the key
+        self._pending.setdefault(full, False)
+        self._save_registry()
+        try:
+            with _boundary(f"CreateMultipartUpload {what}"):
+                resp = await self._client.create_multipart_upload(
+                    **args, ChecksumAlgorithm="SHA256"
+                )
+        except BaseException:
+            self._pending[full] = True  # it may exist anyway: the next sweep looks
+            self._save_registry()
+            raise
+        if resp.get("ResponseMetadata", {}).get("RetryAttempts", 0):
+            self._pending[full] = True  # botocore retried: an earlier attempt may have created one
+            self._save_registry()
         upload_id: str = resp["UploadId"]
+        self._live.setdefault(full, set()).add(upload_id)
+        try:
+            await self._upload_parts(full, spool, upload_id, parts_needed, what, condition)
+        finally:
+            self._live[full].discard(upload_id)
+            if not self._live[full]:
+                del self._live[full]
+                if self._pending.get(full) is False:  # no other upload can exist for it
+                    del self._pending[full]
+                    self._save_registry()
+
+    async def _upload_parts(
+        self,
+        full: str,
+        spool: _Spool,
+        upload_id: str,
+        parts_needed: int,
+        what: str,
+        condition: dict[str, str],
+    ) -> None:
         try:
             parts: list[dict[str, Any]] = []
             for number in range(1, parts_needed + 1):
@@ -806,8 +983,10 @@ class S3Storage:
 
     # -- delete ----------------------------------------------------------------------------------
 
-    async def delete(self, key: str) -> None:
-        """Remove the object's current version (canaries, tests); a locked one is refused."""
+    async def delete(self, key: str, *, bypass_governance: bool = False) -> None:
+        """Remove the object's current version (canaries, tests); a locked one is refused
+        with ObjectLocked. ``bypass_governance`` asks to lift GOVERNANCE retention (it needs
+        s3:BypassGovernanceRetention); COMPLIANCE and a legal hold cannot be lifted."""
         full = self._full(key)
         head = await self._head(full)
         if head is None:
@@ -817,5 +996,32 @@ class S3Storage:
             # Delete the version itself, not just hide it behind a delete marker, so Object
             # Lock is actually enforced on it.
             args["VersionId"] = head["VersionId"]
-        with _boundary(f"DeleteObject {self.describe(key)}"):
-            await self._client.delete_object(**args)
+        lock = _lock_of(head)
+        if bypass_governance and head.get("ObjectLockMode") == "GOVERNANCE":
+            args["BypassGovernanceRetention"] = True
+        try:
+            with _boundary(f"DeleteObject {self.describe(key)}"):
+                await self._client.delete_object(**args)
+        except StorageDenied as exc:
+            if not lock:
+                raise
+            extra = (
+                "; lifting GOVERNANCE early needs s3:BypassGovernanceRetention"
+                if args.get("BypassGovernanceRetention")
+                else ""
+            )
+            raise ObjectLocked(
+                f"{self.describe(key)} is under Object Lock ({lock}): the store refuses to "
+                f"delete it before then{extra}"
+            ) from exc
+
+
+def _lock_of(head: Mapping[str, Any]) -> str:
+    """The Object Lock protecting an object now, in words ("" when none)."""
+    parts = []
+    until = head.get("ObjectLockRetainUntilDate")
+    if isinstance(until, datetime) and until > datetime.now(UTC):
+        parts.append(f"{head.get('ObjectLockMode') or 'retention'} until {until.isoformat()}")
+    if head.get("ObjectLockLegalHoldStatus") == "ON":
+        parts.append("legal hold ON")
+    return ", ".join(parts)
