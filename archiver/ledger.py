@@ -19,6 +19,7 @@ import functools
 import inspect
 import json
 import os
+import secrets
 import sqlite3
 import stat
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -80,6 +81,16 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX recordings_deletable ON recordings (state, verified_at, size);
     """,
 }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def iso(ts: float | None) -> str | None:
@@ -232,10 +243,13 @@ class Ledger:
     def _create(self) -> None:
         """Make a new, empty ledger (mode 0600) under a temp name and link it into place: the
         path never holds a 0-byte file, which would be refused on the next open."""
-        tmp = self.path.with_name(f".{self.path.name}.new-{os.getpid()}")
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        # unique per call: connections of one process may create the same ledger at once
+        tmp = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{secrets.token_hex(4)}")
+        for leftover in self.path.parent.glob(f".{self.path.name}.new-*"):
+            pid = leftover.name.rsplit(".new-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):  # a creator that died midway
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
         os.close(open_new(tmp, os.O_WRONLY, DEFAULT_FILE_MODE))
         try:
             db = sqlite3.connect(tmp)

@@ -18,10 +18,7 @@ from tests.test_cli import TOKEN, run_cli, start_cli, write_config
 
 
 def daemon_config(tmp_path: Path, sim: RestcommSimulator) -> Path:
-    cfg = write_config(tmp_path, sim)
-    with cfg.open("a") as fh:
-        fh.write('[server]\nlisten = ""\n')  # no port the test did not ask for
-    return cfg
+    return write_config(tmp_path, sim)  # with listen = "": no port the test did not ask for
 
 
 async def holder_of(path: Path, pid: int) -> dict[str, object]:

@@ -159,7 +159,7 @@ async def test_a_failed_commit_reports_disk_full_not_a_failed_rollback(
         assert f"ledger {state / 'l.sqlite3'}: upsert listed failed" in str(err.value)
         assert not ledger.db.in_transaction
         filler.unlink()
-        assert await ledger.upsert_listed(recordings(300, "B"), NOW.timestamp()) == (300, 0)
+        assert await ledger.upsert_listed(recordings(300, "B"), NOW.timestamp()) == (300, 0, [])
         assert sum((await ledger.counts()).values()) == 305
 
 
