@@ -48,14 +48,16 @@ from archiver.progress import Progress
 from archiver.restcomm import RestcommClient
 from archiver.server import Health, HealthServer
 from archiver.storage import open_storage
-from archiver.storage.base import compare, digest, single_chunk
+from archiver.storage.base import check_sidecar, compare, digest, single_chunk
 from archiver.sync import PassResult, Syncer, lag_seconds
 
 log = structlog.get_logger("archiver.cli")
 
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 # the commands that write the ledger, the journal or the archive: one process at a time
-WRITING_COMMANDS = frozenset({"sync", "run", "reconcile", "retry", "check", "audit recover"})
+WRITING_COMMANDS = frozenset(
+    {"sync", "run", "reconcile", "retry", "check", "audit recover", "verify --repair"}
+)
 DEFAULT_DEMO_RECORDINGS = 300
 
 
@@ -166,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         "archiver verify --config archiver.toml --deep   # download and re-hash each copy",
     )
     ver.add_argument("--deep", action="store_true", help="download and re-hash every copy")
+    ver.add_argument(
+        "--repair",
+        action="store_true",
+        help="rewrite damaged sidecars from the ledger; archive missing or altered copies again "
+        "on the next pass (takes the writer lock)",
+    )
     rc = command(
         "reconcile",
         "list a date range ignoring the watermark, archive gaps",
@@ -396,6 +404,7 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
     async with Ledger(cfg.ledger.path) as ledger:
         counts = await ledger.counts()
         left = await ledger.outstanding(time.time(), cfg.source.max_attempts)
+        repairs = await ledger.count_repairs()
         watermark = await ledger.watermark()
         newest = await ledger.newest_archived()
         n_archived, archived_bytes = await ledger.archived_totals()
@@ -419,6 +428,7 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
         "lag_seconds": lag_seconds(newest, now),
         "outstanding": left.as_dict(),
         "outstanding_total": left.total,
+        "needs_repair": repairs,
         "last_pass": json.loads(last_pass_raw) if last_pass_raw else None,
         "last_pass_at": iso(float(last_pass_at)) if last_pass_at else None,
         # lines as of the last checkpoint (end of a pass), read from the ledger, not the file
@@ -468,6 +478,11 @@ def _print_status(facts: dict[str, Any]) -> None:
     else:
         print("last pass    -")
     print(f"left         {_describe_left(facts['outstanding'])}")
+    if facts["needs_repair"]:
+        print(
+            f"repair       {facts['needs_repair']} archived copies need repair (found missing or "
+            "altered by verify --repair): archived again from the source on the next pass"
+        )
     j = facts["journal"]
     size = "not written yet" if j["bytes"] is None else f"{j['bytes'] / 1e6:.1f} MB"
     print(f"journal      {j['path']}: {size}, {j['lines']} lines")
@@ -489,25 +504,55 @@ async def cmd_status(cfg: Config, as_json: bool, failures: int) -> int:
     return EXIT_FAILURES if facts["outstanding_total"] or incomplete else EXIT_OK
 
 
-async def cmd_verify(cfg: Config, deep: bool) -> int:
+async def cmd_verify(cfg: Config, deep: bool, repair: bool = False) -> int:
+    """Check every archived copy, audio and sidecar; with ``repair``, rewrite damaged sidecars
+    from the ledger and mark rows whose audio is missing or altered to be archived again."""
     checked = 0
     problems: list[str] = []
-    async with Ledger(cfg.ledger.path) as ledger, open_storage(cfg.archive) as storage:
+    repaired: list[str] = []
+    async with AsyncExitStack() as stack:
+        syncer = await _with_stack(cfg, stack) if repair else None  # repair journals too
+        if syncer is not None:
+            ledger, storage = syncer.ledger, syncer.storage
+        else:
+            ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
+            storage = await stack.enter_async_context(open_storage(cfg.archive))
         after = ""
         while rows := await ledger.archived_rows(after, 500):
             for row in rows:
                 checked += 1
                 assert row.archive_key and row.size is not None and row.sha256
+                where = storage.describe(row.archive_key)
                 try:
                     await storage.verify(row.archive_key, row.size, row.sha256, deep=deep)
                 except ArchiverError as exc:
-                    problems.append(f"{row.sid} {storage.describe(row.archive_key)}: {exc}")
+                    problems.append(f"{row.sid} {where}: {exc}")
+                    if syncer is not None:
+                        if await ledger.mark_for_repair(row.sid, str(exc), time.time()):
+                            syncer._audit("repair-needed", sid=row.sid, reason=str(exc))
+                            repaired.append(f"{row.sid}: will be archived again on the next pass")
+                        else:
+                            repaired.append(
+                                f"{row.sid}: CANNOT be archived again: deleted from the source"
+                            )
+                    continue
+                try:
+                    await check_sidecar(storage, row.archive_key, row.sid, row.size, row.sha256)
+                except ArchiverError as exc:
+                    problems.append(f"{row.sid} {exc}")
+                    if syncer is not None:
+                        await syncer.restore_sidecar(row)
+                        syncer._audit("sidecar-restored", sid=row.sid, reason=str(exc))
+                        repaired.append(f"{row.sid}: sidecar rewritten from the ledger")
             after = rows[-1].sid
     for line in problems:
         print(f"DRIFT {line}")
+    for line in repaired:
+        print(f"REPAIR {line}")
     print(
-        f"checked {checked} archived copies{' (deep)' if deep else ''}: "
+        f"checked {checked} archived copies and sidecars{' (deep)' if deep else ''}: "
         f"{len(problems)} discrepanc{'y' if len(problems) == 1 else 'ies'}"
+        + (f", {len(repaired)} repaired or queued" if repair else "")
     )
     return EXIT_FAILURES if problems else EXIT_OK
 
@@ -717,6 +762,8 @@ def _toml(settings: dict[str, dict[str, Any]]) -> str:
 def _command(args: argparse.Namespace) -> str:
     if args.command == "audit":
         return f"audit {args.audit_command}"
+    if args.command == "verify" and args.repair:
+        return "verify --repair"
     return str(args.command)
 
 
@@ -763,7 +810,7 @@ def _main(argv: list[str]) -> int:
         if args.command == "check":
             return asyncio.run(cmd_check(cfg))
         if args.command == "verify":
-            return asyncio.run(cmd_verify(cfg, args.deep))
+            return asyncio.run(cmd_verify(cfg, args.deep, args.repair))
         if args.command == "reconcile":
             return asyncio.run(cmd_reconcile(cfg, args.since, args.until, args.config))
         if args.command == "audit" and args.audit_command == "recover":

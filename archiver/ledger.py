@@ -35,6 +35,7 @@ from archiver.modes import DEFAULT_FILE_MODE, make_dirs, open_new
 from archiver.restcomm import InvalidItem, Recording
 
 STATES = ("discovered", "archived", "verified", "failed", "deleted")
+REPAIR_PREFIX = "repair: "  # last_error of a row whose archived copy must be made again
 SCHEMA_VERSION = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
 T = TypeVar("T")
@@ -114,6 +115,7 @@ class Row:
     sha256: str | None
     archive_key: str | None
     updated_at: float
+    archived_at: float | None = None
 
     def recording(self) -> Recording:
         assert self.account_sid and self.date_created and self.ext
@@ -155,7 +157,7 @@ class Outstanding:
 
 _ROW_COLUMNS = (
     "sid, account_sid, call_sid, date_created, duration, ext, source, state, attempts, "
-    "permanent, last_error, size, sha256, archive_key, updated_at"
+    "permanent, last_error, size, sha256, archive_key, updated_at, archived_at"
 )
 
 
@@ -176,6 +178,7 @@ def _row(r: Sequence[Any]) -> Row:
         sha256=r[12],
         archive_key=r[13],
         updated_at=r[14],
+        archived_at=r[15],
     )
 
 
@@ -604,6 +607,26 @@ class Ledger:
         assert row is not None
         next_try = None if row[3] is None else max(float(row[3]), now)
         return Outstanding(int(row[0]), int(row[1]), int(row[2]), next_try, int(row[4]))
+
+    async def mark_for_repair(self, sid: str, problem: str, now: float) -> bool:
+        """A verified copy found missing or altered: due again at once, uncounted, so the next
+        pass archives it again from the source (never over different bytes). False when the
+        row is not verified (a deleted one cannot be fetched again)."""
+        cur = await self.db.execute(
+            "UPDATE recordings SET state='failed', permanent=0, next_attempt_at=NULL, "
+            "last_error=?, updated_at=? WHERE sid=? AND state='verified'",
+            (f"{REPAIR_PREFIX}{problem}"[:2000], now, sid),
+        )
+        return bool(cur.rowcount)
+
+    async def count_repairs(self) -> int:
+        """Failed rows waiting for their archived copy to be made again (``mark_for_repair``)."""
+        async with self.db.execute(
+            "SELECT COUNT(*) FROM recordings WHERE state='failed' AND last_error LIKE ?",
+            (REPAIR_PREFIX + "%",),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)

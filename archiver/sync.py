@@ -37,6 +37,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -70,7 +71,7 @@ from archiver.restcomm import (
 )
 from archiver.retry import retrying
 from archiver.storage import Storage, StoredObject, check_key
-from archiver.storage.base import single_chunk
+from archiver.storage.base import check_sidecar, single_chunk
 
 log = structlog.get_logger("archiver.sync")
 
@@ -722,6 +723,20 @@ class Syncer:
                     count_attempt=False,
                 )
                 continue
+            try:
+                await retrying("recheck_sidecar", partial(self.check_sidecar, row), sid=row.sid)
+            except FATAL:
+                raise
+            except ArchiverError as exc:
+                # the sidecar is part of the copy: restore it now, delete once it checks again
+                await retrying("sidecar", partial(self.restore_sidecar, row), sid=row.sid)
+                reason = f"sidecar re-check failed: {exc}; rewritten from the ledger"
+                self._audit("sidecar-restored", sid=row.sid, key=f"{row.archive_key}.json")
+                self._audit("delete-skipped", sid=row.sid, reason=reason)
+                log_.error("delete.skipped", reason=reason)
+                result.delete_skipped += 1
+                metrics.DELETIONS.labels("skipped").inc()
+                continue
             if d.dry_run:
                 self._audit("would-delete", sid=row.sid, key=row.archive_key)
                 log_.info("delete.dry_run", key=row.archive_key)
@@ -734,6 +749,27 @@ class Syncer:
             result.deleted += 1
             metrics.DELETIONS.labels("deleted" if existed else "already_gone").inc()
             log_.info("recording.deleted", already_gone=not existed)
+
+    async def check_sidecar(self, row: Row) -> None:
+        assert row.archive_key and row.size is not None and row.sha256
+        await check_sidecar(self.storage, row.archive_key, row.sid, row.size, row.sha256)
+
+    async def restore_sidecar(self, row: Row) -> None:
+        """Write ``row``'s sidecar again from the ledger (its first ``archived_at`` kept)."""
+        assert row.archive_key and row.size is not None and row.sha256
+        data = sidecar(
+            row.recording(),
+            row.archive_key,
+            row.size,
+            row.sha256,
+            row.archived_at if row.archived_at is not None else self.clock(),
+        )
+        await self.storage.put(
+            row.archive_key + ".json",
+            single_chunk(data),
+            content_type="application/json",
+            replace=True,
+        )
 
     # -------------------------------------------------------------- manifests
 

@@ -29,13 +29,14 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from archiver.errors import StorageError, VerificationFailed
+from archiver.errors import ObjectNotFound, StorageError, VerificationFailed
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 MAX_KEY_LENGTH = 900
@@ -133,6 +134,34 @@ def compare(key: str, got: StoredObject | None, size: int, sha256: str, where: s
         raise VerificationFailed(
             f"{where}: archived copy has sha256 {got.sha256}, expected {sha256}"
         )
+
+
+MAX_SIDECAR_BYTES = 4 * 2**20  # a sidecar is a few KiB; more is not one of ours
+
+
+async def check_sidecar(storage: Storage, key: str, sid: str, size: int, sha256: str) -> None:
+    """Raise VerificationFailed unless ``key``'s sidecar is there, parses, and names the same
+    recording, size and SHA-256 as the ledger: the sidecar is part of the archived copy."""
+    where = storage.describe(key + ".json")
+    data = bytearray()
+    try:
+        async for chunk in storage.read(key + ".json"):
+            data += chunk
+            if len(data) > MAX_SIDECAR_BYTES:
+                raise VerificationFailed(f"{where}: sidecar is over {MAX_SIDECAR_BYTES} bytes")
+    except ObjectNotFound:
+        raise VerificationFailed(f"{where}: sidecar is missing") from None
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise VerificationFailed(f"{where}: sidecar is not JSON") from None
+    if not isinstance(doc, dict):
+        raise VerificationFailed(f"{where}: sidecar is not a JSON object")
+    for name, want in (("sid", sid), ("size", size), ("sha256", sha256)):
+        if doc.get(name) != want:
+            raise VerificationFailed(
+                f"{where}: sidecar says {name} {doc.get(name)!r}, the ledger {want!r}"
+            )
 
 
 async def single_chunk(data: bytes) -> AsyncIterator[bytes]:
