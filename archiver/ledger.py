@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from archiver.errors import LedgerError
-from archiver.modes import DEFAULT_FILE_MODE, make_dirs, open_new
+from archiver.modes import DEFAULT_FILE_MODE, make_dirs, open_new, pid_alive
 from archiver.restcomm import InvalidItem, Recording
 
 STATES = ("discovered", "archived", "verified", "failed", "deleted")
@@ -82,16 +82,6 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX recordings_deletable ON recordings (state, verified_at, size);
     """,
 }
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def iso(ts: float | None) -> str | None:
@@ -250,7 +240,7 @@ class Ledger:
         tmp = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{secrets.token_hex(4)}")
         for leftover in self.path.parent.glob(f".{self.path.name}.new-*"):
             pid = leftover.name.rsplit(".new-", 1)[1].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):  # a creator that died midway
+            if pid.isdigit() and not pid_alive(int(pid)):  # a creator that died midway
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
         os.close(open_new(tmp, os.O_WRONLY, DEFAULT_FILE_MODE))

@@ -59,3 +59,14 @@ def make_dirs(path: Path, mode: int = DEFAULT_DIR_MODE) -> list[Path]:
             os.chmod(folder, mode)  # mkdir applied the umask
             created.append(folder)
     return created
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists: temp files and spools of dead ones may be swept."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

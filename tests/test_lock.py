@@ -66,7 +66,9 @@ async def test_second_writer_exits_3_naming_the_daemon_while_readers_work(
             code, out, err = await run_cli("--config", str(cfg), "audit", "verify")
             assert code == 0 and "chain intact" in out, err
             code, out, err = await run_cli("--config", str(cfg), "verify")
-            assert code == 0 and "checked 5 archived copies: 0 discrepancies" in out, err
+            assert code == 0 and "checked 5 archived copies and sidecars: 0 discrepancies" in out, (
+                err
+            )
             requests_before = len(sim.requests)
         finally:
             proc.send_signal(signal.SIGTERM)

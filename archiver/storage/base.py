@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from archiver.errors import ObjectNotFound, StorageError, VerificationFailed
+from archiver.modes import pid_alive as pid_alive  # the backends' sweeps import it from here
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 MAX_KEY_LENGTH = 900
@@ -91,17 +91,6 @@ class Storage(Protocol):
         ...
 
     def describe(self, key: str = "") -> str: ...
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process exists: temp files and spools of dead ones may be swept."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_key(key: str) -> str:
