@@ -31,6 +31,7 @@ import structlog
 
 from archiver import __version__, logs
 from archiver.audit import Head, Journal, recover_journal, scan_journal
+from archiver.backup import take_backup
 from archiver.config import (
     Config,
     journal_path,
@@ -206,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _global_options(ar, top=False)
     ar.add_argument("--reason", required=True, help="why, in words an auditor will read later")
+    bk = command(
+        "backup",
+        "copy the ledger and the audit journal, consistently, while the daemon runs",
+        "Write a new folder archiver-backup-<time> under --to with ledger.sqlite3 (SQLite's "
+        "online backup), journal.jsonl (up to its last complete line, holding the ledger's "
+        "checkpoint) and backup.json (sizes, SHA-256s). Takes no lock: run it beside the "
+        "daemon, from cron or a systemd timer. README 'Backup and restore' says how to restore.",
+        "archiver backup --config /etc/archiver/archiver.toml --to /srv/backups/archiver",
+    )
+    bk.add_argument("--to", required=True, metavar="DIR", help="folder to create the backup in")
     demo = command(
         "demo",
         "archive from the bundled simulator into a local folder, then exit",
@@ -634,6 +645,18 @@ async def cmd_audit_recover(cfg: Config, reason: str) -> int:
     return EXIT_OK
 
 
+async def cmd_backup(cfg: Config, to: str) -> int:
+    if not Path(cfg.ledger.path).exists():
+        raise ConfigError("ledger.path", f"no ledger at {cfg.ledger.path} to back up")
+    done = await take_backup(cfg.ledger.path, Path(journal_path(cfg)), Path(to))
+    seq = done.checkpoint.seq if done.checkpoint else 0
+    print(
+        f"backup       {done.folder}: ledger {done.ledger_bytes / 1e6:.1f} MB, journal "
+        f"{done.journal_bytes / 1e6:.1f} MB (holds the ledger's checkpoint, seq {seq})"
+    )
+    return EXIT_OK
+
+
 async def cmd_retry(cfg: Config, sids: list[str]) -> int:
     code = EXIT_OK
     async with Ledger(cfg.ledger.path) as ledger:
@@ -817,6 +840,8 @@ def _main(argv: list[str]) -> int:
             return asyncio.run(cmd_audit_recover(cfg, args.reason))
         if args.command == "audit":
             return asyncio.run(cmd_audit_verify(cfg))
+        if args.command == "backup":
+            return asyncio.run(cmd_backup(cfg, args.to))
         if args.command == "retry":
             return asyncio.run(cmd_retry(cfg, args.sids))
     except ConfigError as exc:

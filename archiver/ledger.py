@@ -618,6 +618,16 @@ class Ledger:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def backup_to(self, path: Path) -> None:
+        """A consistent copy of the ledger at ``path`` (new, private), taken online with
+        SQLite's backup API: a running daemon goes on writing meanwhile."""
+        os.close(open_new(path, os.O_WRONLY, DEFAULT_FILE_MODE))
+        target = await aiosqlite.connect(path)
+        try:
+            await self.db.backup(target)
+        finally:
+            await target.close()
+
     async def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATES, 0)
         async with self.db.execute("SELECT state, COUNT(*) FROM recordings GROUP BY state") as cur:
