@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import stat
@@ -140,6 +141,8 @@ class SourceConfig:
     max_requests_per_second: float = 0.0
     reconcile_interval: timedelta = timedelta(hours=24)
     reconcile_window: timedelta = timedelta(days=7)
+    # Basic auth over plain http:// to a host that is not this machine sends the token in clear
+    allow_insecure_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -385,6 +388,15 @@ def _template_fields(template: str) -> set[str]:
 KEY_FIELDS = {"account_sid", "sid", "call_sid", "date_created", "ext"}
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def validate(cfg: Config) -> None:
     """Raise ConfigError for the first wrong value, naming the key and the fix."""
     s = cfg.source
@@ -402,6 +414,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("source.base_url", "give everything before /2012-04-24, not the API path")
     if parts.username or parts.password:
         raise ConfigError("source.base_url", "must not carry credentials; use source.auth_token")
+    if parts.scheme == "http" and not _loopback(parts.hostname or "") and not s.allow_insecure_http:
+        raise ConfigError(
+            "source.base_url",
+            f"is plain http:// to {parts.hostname}, which would send the auth token in clear "
+            "text: use https://, or set source.allow_insecure_http = true for a network you "
+            "trust (a sidecar next to the platform)",
+        )
     if not ACCOUNT_SID.match(s.account_sid):
         raise ConfigError(
             "source.account_sid", "is required: the account SID, e.g. 'AC…' (letters and digits)"

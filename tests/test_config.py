@@ -87,6 +87,11 @@ def test_secret_file(tmp_path: Path) -> None:
         (('auth_token = "t0ken-value"', ""), {}, "source.auth_token"),
         (("http://127.0.0.1:9/restcomm", "ftp://x"), {}, "source.base_url"),
         (
+            ("http://127.0.0.1:9/restcomm", "http://cpaas.example.com/restcomm"),
+            {},
+            "source.base_url",
+        ),
+        (
             ("[archive]", "[archive]\nkey_template = '{account_sid}/{nope}.wav'"),
             {},
             "archive.key_template",
@@ -103,6 +108,20 @@ def test_mistakes_name_the_key(
         load_config(write(tmp_path, text), environ=env)
     assert info.value.key == key, str(info.value)
     assert key in str(info.value)
+
+
+def test_plain_http_is_for_this_machine_or_an_explicit_choice(tmp_path: Path) -> None:
+    for host in ("127.0.0.1", "localhost", "[::1]", "127.0.0.53"):
+        text = MINIMAL.replace("127.0.0.1:9", f"{host}:9")
+        assert load_config(write(tmp_path, text), environ={}).source.base_url.startswith("http://")
+    remote = MINIMAL.replace("http://127.0.0.1:9", "http://10.0.0.7:8080")
+    with pytest.raises(ConfigError, match="in clear text") as info:
+        load_config(write(tmp_path, remote), environ={})
+    assert info.value.key == "source.base_url"
+    allowed = remote.replace("[source]", "[source]\nallow_insecure_http = true")
+    assert load_config(write(tmp_path, allowed), environ={}).source.allow_insecure_http
+    https = MINIMAL.replace("http://127.0.0.1:9", "https://10.0.0.7")
+    assert load_config(write(tmp_path, https), environ={}).source.base_url.startswith("https")
 
 
 def test_durations_and_sizes() -> None:
