@@ -81,6 +81,7 @@ class Daemon:
                 self.on_pass(None, exc)
         else:
             delay = self.poll_interval
+            metrics.SCAN_COMPLETE.set(1 if result.scan.complete else 0)
             metrics.PASSES.labels("ok" if result.ok else "failures").inc()
             metrics.LAST_PASS_SUCCESS.set(time.time())
             self.health.pass_ok()
@@ -91,7 +92,9 @@ class Daemon:
                 self.on_pass(result, None)
         metrics.PASS_DURATION.observe(time.monotonic() - started)
         with contextlib.suppress(ArchiverError):
-            await metrics.refresh_from_ledger(self.syncer.ledger)
+            await metrics.refresh_from_ledger(
+                self.syncer.ledger, self.syncer.clock(), self.syncer.cfg.source.max_attempts
+            )
         if self.syncer.journal is not None:
             metrics.set_journal_size(self.syncer.journal.path)
         if not self.consecutive_failures:

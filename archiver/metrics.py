@@ -66,6 +66,18 @@ WATERMARK = Gauge(
     "The watermark (newest listed date_created), Unix time",
     registry=REGISTRY,
 )
+OUTSTANDING = Gauge(
+    "archiver_outstanding_recordings",
+    "Recordings not done yet, by kind (untried, unverified, failed_waiting, failed_permanent): "
+    "what keeps sync's exit code at 1",
+    ["kind"],
+    registry=REGISTRY,
+)
+SCAN_COMPLETE = Gauge(
+    "archiver_last_scan_complete",
+    "1 when the last pass listed everything it set out to, 0 when a page kept failing",
+    registry=REGISTRY,
+)
 LAST_PASS_SUCCESS = Gauge(
     "archiver_last_pass_success_timestamp_seconds",
     "When the last pass finished without error",
@@ -100,12 +112,20 @@ def set_newest_archived(when: datetime | None) -> None:
     _newest_archived[0] = None if when is None else when.timestamp()
 
 
-async def refresh_from_ledger(ledger: Ledger) -> None:
+async def refresh_from_ledger(ledger: Ledger, now: float, max_attempts: int) -> None:
     from archiver.ledger import STATES
 
     counts = await ledger.counts()
     for state in STATES:
         RECORDINGS.labels(state).set(counts.get(state, 0))
+    left = await ledger.outstanding(now, max_attempts)
+    for kind, n in (
+        ("untried", left.untried),
+        ("unverified", left.unverified),
+        ("failed_waiting", left.waiting),
+        ("failed_permanent", left.permanent),
+    ):
+        OUTSTANDING.labels(kind).set(n)
     watermark = await ledger.watermark()
     if watermark is not None:
         WATERMARK.set(watermark.timestamp())

@@ -81,6 +81,9 @@ async def test_metrics_and_health_follow_the_daemon(
         assert delta("archiver_source_requests_total", status="200") >= 25
         assert value(after, "archiver_recordings", state="verified") == 24
         assert value(after, "archiver_recordings", state="failed") == 1
+        assert value(after, "archiver_outstanding_recordings", kind="failed_waiting") == 1
+        assert value(after, "archiver_outstanding_recordings", kind="untried") == 0
+        assert value(after, "archiver_last_scan_complete") == 1
         newest = max(r.date_created for r in sim.recordings.values())
         assert value(after, "archiver_watermark_timestamp_seconds") == newest.timestamp()
         assert value(after, "archiver_archive_lag_seconds") > 0
