@@ -21,7 +21,7 @@ from archiver import __version__
 from archiver.audit import Head, checkpoint_problem
 from archiver.errors import JournalError, LedgerError
 from archiver.ledger import Ledger
-from archiver.modes import DEFAULT_FILE_MODE, make_dirs, open_new
+from archiver.modes import DEFAULT_FILE_MODE, fsync_dir, make_dirs, open_new
 
 DEFAULT_COPY_CHUNK = 1024 * 1024
 DEFAULT_TAIL_WINDOW = 1024 * 1024
@@ -41,14 +41,6 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(DEFAULT_COPY_CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_complete_lines(src: Path, dst: Path) -> int:
@@ -131,5 +123,5 @@ async def take_backup(ledger_path: str, journal: Path, into: Path) -> Backup:
         "checkpoint": checkpoint.encode() if checkpoint else None,
     }
     await asyncio.to_thread(_write_manifest, folder, doc)
-    await asyncio.to_thread(_fsync_dir, folder)
+    await asyncio.to_thread(fsync_dir, folder)
     return Backup(folder, checkpoint, ledger_bytes, journal_bytes)

@@ -34,7 +34,7 @@ from archiver.errors import (
     StorageDenied,
     StorageError,
 )
-from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, make_dirs, open_new
+from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, fsync_dir, make_dirs, open_new
 from archiver.storage.base import Sidecar, StoredObject, check_key, compare, pid_alive
 
 log = structlog.get_logger("archiver.storage.local")
@@ -69,18 +69,10 @@ def _translate(exc: OSError, what: str, *, per_folder: bool = False) -> StorageE
     return StorageError(f"{what}: {exc.strerror or exc}")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_dirs(path: Path, mode: int) -> None:
     """Create ``path`` and any missing parents (``mode``), each made durable in its parent."""
     for folder in make_dirs(path, mode):
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
 
 
 def _move(src: Path, dst: Path, dir_mode: int) -> None:
@@ -388,7 +380,7 @@ class LocalStorage:
             with _removed_on_failure(side_tmp):
                 _write_new(side_tmp, sidecar(stored), self.file_mode)
                 os.replace(side_tmp, final.with_name(final.name + ".json"))
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         if not read_back:
             compare(stored.key, self._read_back(final), stored.size, stored.sha256, str(final))
         return replace_fields(stored, read_back=True, sidecar_written=sidecar is not None)
