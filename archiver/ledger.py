@@ -395,19 +395,13 @@ class Ledger:
         Returns (new recordings, new invalid items, SIDs listed again after their deletion).
         """
         new = invalid = 0
+        listed: list[str] = []
         relisted: list[str] = []
         await self.db.execute("BEGIN IMMEDIATE")
         try:
             for item in items:
                 if isinstance(item, Recording):
-                    cur = await self.db.execute(
-                        "UPDATE recordings SET state='verified', deleted_at=NULL, updated_at=? "
-                        "WHERE sid=? AND state='deleted'",
-                        (now, item.sid),
-                    )
-                    if cur.rowcount:
-                        relisted.append(item.sid)
-                        continue
+                    listed.append(item.sid)
                     cur = await self.db.execute(
                         "INSERT INTO recordings (sid, account_sid, call_sid, date_created, "
                         "created_epoch, duration, ext, source, state, discovered_at, updated_at) "
@@ -434,6 +428,14 @@ class Ledger:
                         (item.sid, json.dumps(item.source), f"invalid: {item.reason}", now, now),
                     )
                     invalid += cur.rowcount
+            if listed:  # one statement for the page, not one per item: a re-scan's hot path
+                marks = ",".join("?" * len(listed))
+                async with self.db.execute(
+                    "UPDATE recordings SET state='verified', deleted_at=NULL, updated_at=? "
+                    f"WHERE state='deleted' AND sid IN ({marks}) RETURNING sid",
+                    (now, *listed),
+                ) as cur:
+                    relisted = [str(r[0]) for r in await cur.fetchall()]
             await self.db.execute("COMMIT")
         except BaseException:
             if self.db.in_transaction:  # a failed COMMIT ends it: ROLLBACK would mask the cause
