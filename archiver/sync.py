@@ -563,16 +563,7 @@ class Syncer:
             if stored is None or not stored.sidecar_written:
                 sidecar_bytes = sidecar(rec, key, size, sha, now)
                 steps.append(
-                    retrying(
-                        "sidecar",
-                        lambda: self.storage.put(
-                            key + ".json",
-                            single_chunk(sidecar_bytes),
-                            content_type="application/json",
-                            replace=True,
-                        ),
-                        sid=rec.sid,
-                    )
+                    retrying("sidecar", partial(self._put_sidecar, key, sidecar_bytes), sid=rec.sid)
                 )
             await _together(steps)
             self._audit("verified", sid=rec.sid, key=key, size=size, sha256=sha)
@@ -764,11 +755,12 @@ class Syncer:
             row.sha256,
             row.archived_at if row.archived_at is not None else self.clock(),
         )
+        await self._put_sidecar(row.archive_key, data)
+
+    async def _put_sidecar(self, key: str, data: bytes) -> None:
+        """The sidecar of ``key``; replaced if there (it describes, it is not the evidence)."""
         await self.storage.put(
-            row.archive_key + ".json",
-            single_chunk(data),
-            content_type="application/json",
-            replace=True,
+            key + ".json", single_chunk(data), content_type="application/json", replace=True
         )
 
     # -------------------------------------------------------------- manifests

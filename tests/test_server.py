@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from archiver.config import Config
 from archiver.daemon import Daemon
+from archiver.metrics import REGISTRY
 from archiver.server import Health, HealthServer
 from archiver.simulator import RestcommSimulator
 from tests.conftest import NOW, Harness
@@ -125,3 +128,14 @@ def test_stalled_loop_is_not_alive() -> None:
     assert not health.ready()
     health.pass_ok()
     assert health.ready()
+
+
+def test_every_metric_the_readme_alerts_on_is_exported() -> None:
+    # the alert rules are copied by operators as they stand: each series must exist
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rules = readme.split("Alert rules to start from:", 1)[1].split("```", 2)[1]
+    named = set(re.findall(r"\barchiver_[a-z_]+", rules))
+    exported = {sample.name for family in REGISTRY.collect() for sample in family.samples} | {
+        family.name for family in REGISTRY.collect()
+    }
+    assert len(named) >= 4 and named <= exported, named - exported
