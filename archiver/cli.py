@@ -539,8 +539,7 @@ async def cmd_verify(cfg: Config, deep: bool, repair: bool = False) -> int:
                 except ArchiverError as exc:
                     problems.append(f"{row.sid} {where}: {exc}")
                     if syncer is not None:
-                        if await ledger.mark_for_repair(row.sid, str(exc), time.time()):
-                            syncer._audit("repair-needed", sid=row.sid, reason=str(exc))
+                        if await syncer.queue_repair(row, str(exc)):
                             repaired.append(f"{row.sid}: will be archived again on the next pass")
                         else:
                             repaired.append(
@@ -552,8 +551,7 @@ async def cmd_verify(cfg: Config, deep: bool, repair: bool = False) -> int:
                 except ArchiverError as exc:
                     problems.append(f"{row.sid} {exc}")
                     if syncer is not None:
-                        await syncer.restore_sidecar(row)
-                        syncer._audit("sidecar-restored", sid=row.sid, reason=str(exc))
+                        await syncer.restore_sidecar(row, str(exc))
                         repaired.append(f"{row.sid}: sidecar rewritten from the ledger")
             after = rows[-1].sid
     for line in problems:

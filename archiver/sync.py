@@ -720,9 +720,8 @@ class Syncer:
                 raise
             except ArchiverError as exc:
                 # the sidecar is part of the copy: restore it now, delete once it checks again
-                await retrying("sidecar", partial(self.restore_sidecar, row), sid=row.sid)
+                await retrying("sidecar", partial(self.restore_sidecar, row, str(exc)), sid=row.sid)
                 reason = f"sidecar re-check failed: {exc}; rewritten from the ledger"
-                self._audit("sidecar-restored", sid=row.sid, key=f"{row.archive_key}.json")
                 self._audit("delete-skipped", sid=row.sid, reason=reason)
                 log_.error("delete.skipped", reason=reason)
                 result.delete_skipped += 1
@@ -745,8 +744,17 @@ class Syncer:
         assert row.archive_key and row.size is not None and row.sha256
         await check_sidecar(self.storage, row.archive_key, row.sid, row.size, row.sha256)
 
-    async def restore_sidecar(self, row: Row) -> None:
-        """Write ``row``'s sidecar again from the ledger (its first ``archived_at`` kept)."""
+    async def queue_repair(self, row: Row, problem: str) -> bool:
+        """``row``'s archived audio is missing or altered: archive it again on the next pass
+        (journaled). False when the source no longer has it (deleted)."""
+        if not await self.ledger.mark_for_repair(row.sid, problem, self.clock()):
+            return False
+        self._audit("repair-needed", sid=row.sid, reason=problem)
+        return True
+
+    async def restore_sidecar(self, row: Row, problem: str) -> None:
+        """Write ``row``'s sidecar again from the ledger (its first ``archived_at`` kept),
+        journaled with what was wrong with it."""
         assert row.archive_key and row.size is not None and row.sha256
         data = sidecar(
             row.recording(),
@@ -756,6 +764,7 @@ class Syncer:
             row.archived_at if row.archived_at is not None else self.clock(),
         )
         await self._put_sidecar(row.archive_key, data)
+        self._audit("sidecar-restored", sid=row.sid, key=f"{row.archive_key}.json", reason=problem)
 
     async def _put_sidecar(self, key: str, data: bytes) -> None:
         """The sidecar of ``key``; replaced if there (it describes, it is not the evidence)."""
