@@ -30,13 +30,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from archiver.errors import JournalError
+from archiver.ledger import Ledger
 from archiver.modes import DEFAULT_FILE_MODE, make_dirs, open_private
+from archiver.retry import retrying
+from archiver.storage import Storage
+from archiver.storage.base import single_chunk
 
 log = structlog.get_logger("archiver.audit")
 
@@ -445,3 +450,53 @@ def recover_journal(
         os.close(dir_fd)
     log.warning("audit.chain_break_recorded", path=str(path), found=found, reason=reason)
     return Recovery(Head(doc["seq"], _line_hash(raw)), found, moved, kept)
+
+
+# ------------------------------------------------------------------ daily manifests
+
+
+async def write_manifests(journal: Journal, ledger: Ledger, storage: Storage, today: str) -> int:
+    """Copy every closed UTC day (before ``today``) of the journal into the archive, once:
+    ``audit/YYYY/MM/DD.jsonl``, kept with the recordings (and under the same Object Lock)."""
+    await journal.sync()
+    offset = await ledger.manifest_offset()
+    days, next_offset = await asyncio.to_thread(closed_days, journal.path, offset, today)
+    for day, data in days:
+        key = f"audit/{day[:4]}/{day[5:7]}/{day[8:10]}.jsonl"
+        put = partial(
+            storage.put,
+            key,
+            single_chunk(data),
+            content_type="application/x-ndjson",
+            metadata={"date-created": f"{day}T23:59:59+00:00"},
+        )
+        await retrying("manifest", put)
+        log.info("audit.manifest_written", day=day, key=key, bytes=len(data))
+    if next_offset != offset:
+        await ledger.set_manifest_offset(next_offset)
+    return len(days)
+
+
+def closed_days(path: Path, offset: int, today: str) -> tuple[list[tuple[str, bytes]], int]:
+    """Journal lines from byte ``offset`` grouped by UTC day, for days before ``today``."""
+    days: list[tuple[str, bytes]] = []
+    current, buf, pos, consumed = "", bytearray(), offset, offset
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                break
+            day = json.loads(raw).get("ts", "")[:10]
+            if day >= today:
+                break
+            if day != current and buf:
+                days.append((current, bytes(buf)))
+                buf = bytearray()
+                consumed = pos
+            current = day
+            buf += raw
+            pos += len(raw)
+    if buf:
+        days.append((current, bytes(buf)))
+        consumed = pos
+    return days, consumed

@@ -93,7 +93,7 @@ async def take_backup(ledger_path: str, journal: Path, into: Path) -> Backup:
     async with Ledger(ledger_path) as ledger:
         await ledger.backup_to(ledger_copy)
     async with Ledger(ledger_copy) as snapshot:  # opening it checks it (quick_check)
-        checkpoint = Head.decode(await snapshot.get_meta("audit_head"))
+        checkpoint = Head.decode(await snapshot.audit_checkpoint())
     journal_copy = folder / "journal.jsonl"
     try:
         journal_bytes = await asyncio.to_thread(_copy_complete_lines, journal, journal_copy)

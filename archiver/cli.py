@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from archiver import __version__, logs
+from archiver import __version__, logs, retry
 from archiver.audit import Head, Journal, recover_journal, scan_journal
 from archiver.backup import take_backup
 from archiver.config import (
@@ -37,17 +37,17 @@ from archiver.config import (
     journal_path,
     load_config,
     parse_timestamp,
-    parse_timezone,
     secret_file_warnings,
 )
 from archiver.daemon import Daemon, run_until_signalled
 from archiver.errors import ArchiverError, ConfigError, LedgerError, ObjectLocked
 from archiver.ledger import Ledger, iso
 from archiver.lock import WriterLock
+from archiver.metrics import PrometheusHooks
 from archiver.notify import Notifier
 from archiver.progress import Progress
-from archiver.restcomm import RestcommClient
 from archiver.server import Health, HealthServer
+from archiver.source import open_source
 from archiver.storage import open_storage
 from archiver.storage.base import check_sidecar, compare, digest, single_chunk
 from archiver.sync import PassResult, Syncer, lag_seconds
@@ -247,20 +247,6 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def _client(cfg: Config) -> RestcommClient:
-    s = cfg.source
-    return RestcommClient(
-        s.base_url,
-        s.account_sid,
-        s.auth_token,
-        timeout=s.request_timeout.total_seconds(),
-        server_tz=parse_timezone(s.server_timezone, "source.server_timezone"),
-        max_requests_per_second=s.max_requests_per_second,
-        connections=max(s.concurrency * 2, 4),
-        token_file=os.path.expandvars(s.auth_token_file) if s.auth_token_file else None,
-    )
-
-
 def _reloader(config_path: str | None, syncer: Syncer) -> Callable[[], Awaitable[None]]:
     """What SIGHUP does: re-read the config file's secrets (a rotated token) and use them."""
 
@@ -289,13 +275,15 @@ async def _with_stack(
 ) -> Syncer:
     ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
     # the journal must still hold the checkpoint the ledger keeps: refused if cut or deleted
-    checkpoint = Head.decode(await ledger.get_meta("audit_head"))
+    checkpoint = Head.decode(await ledger.audit_checkpoint())
     journal = await stack.enter_async_context(
         Journal(journal_path(cfg), clock=clock, checkpoint=checkpoint)
     )
-    client = await stack.enter_async_context(_client(cfg))
+    hooks = PrometheusHooks()
+    retry.set_hooks(hooks)
+    client = await stack.enter_async_context(open_source(cfg.source, hooks))
     storage = await stack.enter_async_context(open_storage(cfg.archive))
-    return Syncer(cfg, client, storage, ledger, clock=clock, journal=journal)
+    return Syncer(cfg, client, storage, ledger, clock=clock, journal=journal, hooks=hooks)
 
 
 async def cmd_sync(cfg: Config, config_path: str | None = None) -> int:
@@ -419,10 +407,9 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
         watermark = await ledger.watermark()
         newest = await ledger.newest_archived()
         n_archived, archived_bytes = await ledger.archived_totals()
-        last_pass_raw = await ledger.get_meta("last_pass")
-        last_pass_at = await ledger.get_meta("last_pass_at")
+        last_pass, last_pass_at = await ledger.last_pass()
         recent = await ledger.failures(failures)
-        head = Head.decode(await ledger.get_meta("audit_head"))
+        head = Head.decode(await ledger.audit_checkpoint())
     journal = Path(journal_path(cfg))
     try:
         journal_bytes: int | None = journal.stat().st_size
@@ -440,8 +427,8 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
         "outstanding": left.as_dict(),
         "outstanding_total": left.total,
         "needs_repair": repairs,
-        "last_pass": json.loads(last_pass_raw) if last_pass_raw else None,
-        "last_pass_at": iso(float(last_pass_at)) if last_pass_at else None,
+        "last_pass": last_pass,
+        "last_pass_at": iso(last_pass_at),
         # lines as of the last checkpoint (end of a pass), read from the ledger, not the file
         "journal": {
             "path": str(journal),
@@ -592,7 +579,7 @@ async def cmd_reconcile(
 async def cmd_audit_verify(cfg: Config) -> int:
     path = Path(journal_path(cfg))
     async with Ledger(cfg.ledger.path) as ledger:
-        checkpoint = Head.decode(await ledger.get_meta("audit_head"))
+        checkpoint = Head.decode(await ledger.audit_checkpoint())
     if not path.exists():
         if checkpoint is None or checkpoint.seq == 0:
             raise ConfigError("audit.journal", f"no journal at {path}")
@@ -622,21 +609,16 @@ async def cmd_audit_recover(cfg: Config, reason: str) -> int:
         raise ConfigError("--reason", "must say why the chain is broken (an auditor reads it)")
     path = Path(journal_path(cfg))
     async with Ledger(cfg.ledger.path) as ledger:
-        checkpoint = Head.decode(await ledger.get_meta("audit_head"))
+        checkpoint = Head.decode(await ledger.audit_checkpoint())
         now = datetime.now(UTC)
         recovery = await asyncio.to_thread(recover_journal, path, checkpoint, reason, now)
         if recovery is None:
             print(f"journal {path}: chain intact; nothing to recover")
             return EXIT_OK
-        offset = int(await ledger.get_meta("audit_manifest_offset") or 0)
+        offset = await ledger.manifest_offset()
         # the new segment is the ledger's checkpoint now; daily manifests go on from where
         # the old file's lines that are still there end
-        await ledger.set_metas(
-            {
-                "audit_head": recovery.head.encode(),
-                "audit_manifest_offset": str(min(offset, recovery.kept_bytes)),
-            }
-        )
+        await ledger.restart_audit(recovery.head.encode(), min(offset, recovery.kept_bytes))
     print(f"journal {path}: recorded a chain break at seq {recovery.head.seq}: {recovery.found}")
     if recovery.moved_to is not None:
         print(f"  the damaged journal is kept, untouched, at {recovery.moved_to}")
@@ -672,7 +654,7 @@ async def cmd_retry(cfg: Config, sids: list[str]) -> int:
 
 async def cmd_check(cfg: Config) -> int:
     print(f"config       ok ({cfg.archive.backend} backend)")
-    async with _client(cfg) as client:
+    async with open_source(cfg.source) as client:
         total = await client.check()
         print(f"source       ok: {cfg.source.base_url} answers, {total} recordings listed")
     async with open_storage(cfg.archive) as storage:

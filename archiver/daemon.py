@@ -16,7 +16,6 @@ from typing import TypeVar
 
 import structlog
 
-from archiver import metrics
 from archiver.errors import ArchiverError, SourceUnavailable
 from archiver.server import Health
 from archiver.sync import PassResult, Syncer
@@ -39,6 +38,7 @@ class Daemon:
         on_pass: Callable[[PassResult | None, BaseException | None], None] | None = None,
     ) -> None:
         self.syncer = syncer
+        self.hooks = syncer.hooks
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.health = health or Health()
@@ -64,7 +64,7 @@ class Daemon:
                 log.exception("pass.crashed", error_type=type(exc).__name__)
             self.consecutive_failures += 1
             delay = self.backoff()
-            metrics.PASSES.labels("error").inc()
+            self.hooks.pass_failed()
             self.health.pass_failed(f"{type(exc).__name__}: {exc}")
             if (
                 self.consecutive_failures == 1
@@ -81,22 +81,22 @@ class Daemon:
                 self.on_pass(None, exc)
         else:
             delay = self.poll_interval
-            metrics.SCAN_COMPLETE.set(1 if result.scan.complete else 0)
-            metrics.PASSES.labels("ok" if result.ok else "failures").inc()
-            metrics.LAST_PASS_SUCCESS.set(time.time())
+            self.hooks.pass_finished(result, time.time())
             self.health.pass_ok()
             if self.consecutive_failures:
                 log.info("daemon.recovered", after_failures=self.consecutive_failures)
                 self.consecutive_failures = 0
             if self.on_pass is not None:
                 self.on_pass(result, None)
-        metrics.PASS_DURATION.observe(time.monotonic() - started)
+        self.hooks.pass_took(time.monotonic() - started)
         with contextlib.suppress(ArchiverError):
-            await metrics.refresh_from_ledger(
+            await self.hooks.after_pass(
                 self.syncer.ledger, self.syncer.clock(), self.syncer.cfg.source.max_attempts
             )
         if self.syncer.journal is not None:
-            metrics.set_journal_size(self.syncer.journal.path)
+            # not written yet, or its volume is gone: the pass reports that itself
+            with contextlib.suppress(OSError):
+                self.hooks.journal_size(self.syncer.journal.path.stat().st_size)
         if not self.consecutive_failures:
             self.passes += 1  # counted once its metrics are published
         return delay
@@ -108,7 +108,7 @@ class Daemon:
         if interval <= 0 or stopping.is_set():
             return
         ledger = self.syncer.ledger
-        last = float(await ledger.get_meta("last_reconcile_at") or 0)
+        last = await ledger.last_reconcile_at()
         now = self.syncer.clock()
         if now - last < interval:
             return
@@ -121,7 +121,7 @@ class Daemon:
         if not result.scan.complete:  # tried again at the next pass, not a day later
             log.error("reconcile.incomplete", reason=result.scan.reason)
             return
-        await ledger.set_meta("last_reconcile_at", str(now))
+        await ledger.set_last_reconcile_at(now)
         log.info("reconcile.finished", since=since.isoformat(), found=result.scan.new)
 
     async def run(self, stopping: asyncio.Event) -> None:

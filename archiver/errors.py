@@ -155,3 +155,15 @@ class PortBusy(ArchiverError):
 
 class InvalidRecording(ArchiverError):
     """A listed recording that can never be archived: hostile SID, unusable fields."""
+
+
+# What a pass does with an error, by kind (the classification lives with the tree):
+# these stop the pass at once, whatever recording met them (exit 3) ...
+STOPS_PASS: tuple[type[ArchiverError], ...] = (SourceAuthError, StorageDenied, LedgerError)
+# ... and these may be everyone's (5xx, throttling, no connection): charged to a recording
+# only once a later one succeeds; several in a row are an outage.
+MAYBE_SHARED: tuple[type[ArchiverError], ...] = (
+    SourceUnavailable,
+    MediaUnavailable,
+    StorageUnavailable,
+)

@@ -31,13 +31,20 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from archiver.errors import LedgerError
+from archiver.model import InvalidItem, Recording
 from archiver.modes import DEFAULT_FILE_MODE, make_dirs, open_new, pid_alive
-from archiver.restcomm import InvalidItem, Recording
 
 STATES = ("discovered", "archived", "verified", "failed", "deleted")
 REPAIR_PREFIX = "repair: "  # last_error of a row whose archived copy must be made again
 SCHEMA_VERSION = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
+# meta keys, each read and written only through its accessor below
+META_WATERMARK = "watermark"
+META_AUDIT_HEAD = "audit_head"
+META_MANIFEST_OFFSET = "audit_manifest_offset"
+META_LAST_PASS = "last_pass"
+META_LAST_PASS_AT = "last_pass_at"
+META_LAST_RECONCILE_AT = "last_reconcile_at"
 T = TypeVar("T")
 
 _MIGRATIONS: dict[int, str] = {
@@ -108,7 +115,9 @@ class Row:
     archived_at: float | None = None
 
     def recording(self) -> Recording:
-        assert self.account_sid and self.date_created and self.ext
+        """The recording as listed; LedgerError for a row of an invalid item."""
+        if not (self.account_sid and self.date_created and self.ext):
+            raise LedgerError(f"ledger row {self.sid} ({self.state}) is not a valid recording")
         return Recording(
             self.sid,
             self.account_sid,
@@ -118,6 +127,29 @@ class Row:
             self.ext,
             self.source,
         )
+
+    def archived(self) -> ArchivedRow:
+        """The row of an archived copy, every field of it present; LedgerError if not."""
+        if self.archive_key is None or self.size is None or self.sha256 is None:
+            raise LedgerError(
+                f"ledger row {self.sid} is {self.state} but lacks its archive key, size or "
+                "SHA-256: the ledger is damaged (archiver verify --repair)"
+            )
+        return ArchivedRow(
+            self.sid, self.archive_key, self.size, self.sha256, self.archived_at, self.recording()
+        )
+
+
+@dataclass(frozen=True)
+class ArchivedRow:
+    """A ledger row whose recording has an archived copy (archived, verified or deleted)."""
+
+    sid: str
+    archive_key: str
+    size: int
+    sha256: str
+    archived_at: float | None
+    recording: Recording
 
 
 @dataclass(frozen=True)
@@ -363,22 +395,59 @@ class Ledger:
                 await self.db.execute("ROLLBACK")
             raise
 
+    # Every meta key has its accessor here; nothing outside the ledger names a key.
+
     async def watermark(self) -> datetime | None:
-        value = await self.get_meta("watermark")
+        value = await self.get_meta(META_WATERMARK)
         return datetime.fromisoformat(value) if value else None
+
+    async def audit_checkpoint(self) -> str | None:
+        """The journal head the ledger last saw durable (``audit.Head`` encoded)."""
+        return await self.get_meta(META_AUDIT_HEAD)
+
+    async def set_audit_checkpoint(self, head: str) -> None:
+        await self.set_meta(META_AUDIT_HEAD, head)
+
+    async def manifest_offset(self) -> int:
+        """The journal's byte offset up to which daily manifests are in the archive."""
+        return int(await self.get_meta(META_MANIFEST_OFFSET) or 0)
+
+    async def set_manifest_offset(self, offset: int) -> None:
+        await self.set_meta(META_MANIFEST_OFFSET, str(offset))
+
+    async def restart_audit(self, head: str, manifest_offset: int) -> None:
+        """A recorded chain break: the new checkpoint and manifest offset, both or neither."""
+        await self.set_metas({META_AUDIT_HEAD: head, META_MANIFEST_OFFSET: str(manifest_offset)})
+
+    async def last_pass(self) -> tuple[dict[str, Any] | None, float | None]:
+        """The summary of the last pass and when it finished (None, None before the first)."""
+        raw, at = await self.get_meta(META_LAST_PASS), await self.get_meta(META_LAST_PASS_AT)
+        summary = json.loads(raw) if raw else None
+        return (summary if isinstance(summary, dict) else None), (float(at) if at else None)
+
+    async def record_pass(self, summary: dict[str, object], finished_at: float) -> None:
+        await self.set_metas(
+            {META_LAST_PASS: json.dumps(summary), META_LAST_PASS_AT: str(finished_at)}
+        )
+
+    async def last_reconcile_at(self) -> float:
+        return float(await self.get_meta(META_LAST_RECONCILE_AT) or 0)
+
+    async def set_last_reconcile_at(self, when: float) -> None:
+        await self.set_meta(META_LAST_RECONCILE_AT, str(when))
 
     async def advance_watermark(self, to: datetime) -> datetime:
         """Move the watermark to ``to`` if that is forward; return the watermark now."""
         current = await self.watermark()
         if current is None or to > current:
-            await self.set_meta("watermark", to.astimezone(UTC).isoformat())
+            await self.set_meta(META_WATERMARK, to.astimezone(UTC).isoformat())
             return to
         return current
 
     async def pull_back_watermark(self, to: datetime) -> datetime:
         """Move the watermark back to ``to`` (a clock that stepped back left it in the
         future). The only way it moves backwards; listing again from earlier is harmless."""
-        await self.set_meta("watermark", to.astimezone(UTC).isoformat())
+        await self.set_meta(META_WATERMARK, to.astimezone(UTC).isoformat())
         return to
 
     # ------------------------------------------------------------ recordings

@@ -1,21 +1,23 @@
 """Prometheus metrics (prometheus-client), in one registry of our own.
 
-Counters are incremented where things happen (client, sync, retry); gauges that describe the
-ledger are refreshed from it after every pass by :func:`refresh_from_ledger`.
+:class:`PrometheusHooks` is the core's :class:`~archiver.hooks.Hooks` turned into samples:
+counters where things happen (source, pass, retries), and gauges that describe the ledger,
+refreshed from it after every pass. Only the CLI wires it in; the core imports no metrics.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-if TYPE_CHECKING:  # metrics is imported by the client, which the ledger imports
-    from archiver.ledger import Ledger
+from archiver.hooks import Hooks
+from archiver.ledger import STATES, Ledger
+
+if TYPE_CHECKING:
+    from archiver.sync import PassResult
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -113,8 +115,6 @@ def set_newest_archived(when: datetime | None) -> None:
 
 
 async def refresh_from_ledger(ledger: Ledger, now: float, max_attempts: int) -> None:
-    from archiver.ledger import STATES
-
     counts = await ledger.counts()
     for state in STATES:
         RECORDINGS.labels(state).set(counts.get(state, 0))
@@ -132,7 +132,44 @@ async def refresh_from_ledger(ledger: Ledger, now: float, max_attempts: int) -> 
     set_newest_archived(await ledger.newest_archived())
 
 
-def set_journal_size(path: Path) -> None:
-    # not written yet, or its volume is gone: the pass reports that itself
-    with contextlib.suppress(OSError):
-        AUDIT_JOURNAL_BYTES.set(path.stat().st_size)
+class PrometheusHooks(Hooks):
+    """Every observation of the core as a sample in :data:`REGISTRY`."""
+
+    def source_request(self, status: int | str) -> None:
+        SOURCE_REQUESTS.labels(str(status)).inc()
+
+    def retry_scheduled(self, operation: str) -> None:
+        RETRIES.labels(operation).inc()
+
+    def transfer_started(self) -> None:
+        IN_FLIGHT.inc()
+
+    def transfer_ended(self) -> None:
+        IN_FLIGHT.dec()
+
+    def recording_verified(self, size: int) -> None:
+        ARCHIVED_RECORDINGS.inc()
+        ARCHIVED_BYTES.inc(size)
+
+    def recording_failed(self, error_type: str) -> None:
+        FAILURES.labels(error_type).inc()
+
+    def deletion(self, outcome: str) -> None:
+        DELETIONS.labels(outcome).inc()
+
+    def pass_failed(self) -> None:
+        PASSES.labels("error").inc()
+
+    def pass_finished(self, result: PassResult, wall_time: float) -> None:
+        SCAN_COMPLETE.set(1 if result.scan.complete else 0)
+        PASSES.labels("ok" if result.ok else "failures").inc()
+        LAST_PASS_SUCCESS.set(wall_time)
+
+    def pass_took(self, seconds: float) -> None:
+        PASS_DURATION.observe(seconds)
+
+    async def after_pass(self, ledger: Ledger, now: float, max_attempts: int) -> None:
+        await refresh_from_ledger(ledger, now, max_attempts)
+
+    def journal_size(self, size: int) -> None:
+        AUDIT_JOURNAL_BYTES.set(size)

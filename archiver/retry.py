@@ -22,8 +22,8 @@ from tenacity import (
     stop_after_delay,
 )
 
-from archiver import metrics
 from archiver.errors import ArchiverError
+from archiver.hooks import NO_HOOKS, Hooks
 
 log = structlog.get_logger("archiver.retry")
 T = TypeVar("T")
@@ -50,6 +50,15 @@ def set_testing(enabled: bool = True, attempts: int = DEFAULT_ATTEMPTS) -> None:
     _testing.attempts = attempts
 
 
+_hooks: list[Hooks] = [NO_HOOKS]
+
+
+def set_hooks(hooks: Hooks) -> None:
+    """Who hears of every scheduled retry (``Hooks.retry_scheduled``): set once at start-up,
+    as stamina's ``set_on_retry_hooks``; retries happen too deep in every layer to inject."""
+    _hooks[0] = hooks
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ArchiverError) and exc.transient
 
@@ -70,7 +79,7 @@ def _before_sleep(operation: str, fields: dict[str, Any]) -> Callable[[RetryCall
     def hook(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        metrics.RETRIES.labels(operation).inc()
+        _hooks[0].retry_scheduled(operation)
         log.warning(
             "retry.scheduled",
             operation=operation,

@@ -13,7 +13,8 @@ from typing import Any
 from archiver.audit import Journal
 from archiver.config import journal_path, load_config
 from archiver.ledger import Ledger
-from archiver.restcomm import Page, RestcommClient
+from archiver.model import Page
+from archiver.source.restcomm import RestcommClient
 from archiver.storage.local import LocalStorage
 from archiver.sync import Syncer
 

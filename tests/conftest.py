@@ -14,10 +14,11 @@ import structlog
 
 from archiver import retry
 from archiver.audit import Journal
-from archiver.cli import _client as client_for_config
 from archiver.config import Config, journal_path, load_config
 from archiver.ledger import Ledger
+from archiver.metrics import PrometheusHooks
 from archiver.simulator import RestcommSimulator
+from archiver.source import open_source
 from archiver.storage.local import LocalStorage
 from archiver.sync import Syncer
 
@@ -81,17 +82,26 @@ class Harness:
     def __init__(self, cfg: Config, clock: Callable[[], float] | None = None) -> None:
         self.cfg = cfg
         self.clock = clock or (lambda: NOW.timestamp())
+        self.hooks = PrometheusHooks()  # as the CLI wires it: the metrics tests read them
 
     @contextlib.asynccontextmanager
     async def syncer(self, syncer_class: type[Syncer] = Syncer) -> AsyncIterator[Syncer]:
         """A Syncer over freshly opened ledger, client, local storage and journal."""
         async with (
             Ledger(self.cfg.ledger.path) as ledger,
-            client_for_config(self.cfg) as client,
+            open_source(self.cfg.source, self.hooks) as client,
             LocalStorage(self.cfg.archive.path) as storage,
             Journal(journal_path(self.cfg), clock=lambda: self.clock()) as journal,
         ):
-            yield syncer_class(self.cfg, client, storage, ledger, clock=self.clock, journal=journal)
+            yield syncer_class(
+                self.cfg,
+                client,
+                storage,
+                ledger,
+                clock=self.clock,
+                journal=journal,
+                hooks=self.hooks,
+            )
 
     async def pass_(self, **kw: Any) -> Any:
         async with self.syncer() as syncer:

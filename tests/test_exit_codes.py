@@ -13,7 +13,7 @@ from pathlib import Path
 
 from archiver.ledger import Ledger
 from archiver.simulator import RestcommSimulator
-from archiver.sync import DEFAULT_OUTAGE_STREAK, DEFAULT_TRANSFER_ATTEMPTS
+from archiver.transfer import DEFAULT_OUTAGE_STREAK, DEFAULT_TRANSFER_ATTEMPTS
 from tests.conftest import NOW
 from tests.test_cli import TOKEN, run_cli, start_cli, write_config
 

@@ -11,7 +11,7 @@ import pytest
 
 from archiver.errors import LedgerError
 from archiver.ledger import SCHEMA_VERSION, Ledger
-from archiver.restcomm import InvalidItem, Recording
+from archiver.model import InvalidItem, Recording
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

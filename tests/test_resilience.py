@@ -22,8 +22,8 @@ from archiver.config import Config
 from archiver.daemon import Daemon
 from archiver.errors import MediaInvalid, SourceUnavailable
 from archiver.ledger import Ledger
-from archiver.restcomm import RateLimiter, RestcommClient
 from archiver.simulator import RestcommSimulator, SimRecording
+from archiver.source.restcomm import RateLimiter, RestcommClient
 from archiver.sync import Syncer
 from tests.conftest import NOW, Harness, cli_config
 from tests.test_cli import TOKEN, run_cli, start_cli, write_config

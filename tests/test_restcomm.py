@@ -16,17 +16,15 @@ from archiver.errors import (
     SourceProtocolError,
     SourceUnavailable,
 )
-from archiver.restcomm import (
-    InvalidItem,
-    Recording,
+from archiver.listing import end_date_for, start_date_for
+from archiver.model import InvalidItem, Recording
+from archiver.simulator import RestcommSimulator, SimRecording
+from archiver.source.restcomm import (
     RestcommClient,
-    end_date_for,
     parse_date,
     parse_recording,
     parse_retry_after,
-    start_date_for,
 )
-from archiver.simulator import RestcommSimulator, SimRecording
 from tests.conftest import NOW
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from archiver.errors import LedgerError
 from archiver.ledger import Ledger
-from archiver.restcomm import Recording
+from archiver.model import Recording
 from archiver.simulator import RestcommSimulator
 from tests.conftest import NOW
 from tests.mounts import fill, read_only_bind, tmpfs

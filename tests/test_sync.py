@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from archiver.config import Config
+from archiver.copies import render_key
+from archiver.listing import covering_page
 from archiver.simulator import RestcommSimulator, SimRecording
-from archiver.sync import _covering_page, render_key
 from tests.conftest import NOW, Harness
 
 
@@ -62,7 +63,7 @@ async def test_first_pass_archives_everything_with_sidecars(
 
 
 def _as_recording(rec: SimRecording):  # type: ignore[no-untyped-def]
-    from archiver.restcomm import Recording
+    from archiver.model import Recording
 
     return Recording(
         rec.sid, rec.account_sid, rec.call_sid, rec.date_created, rec.duration, rec.ext, {}
@@ -268,7 +269,7 @@ async def test_concurrency_bounds_downloads_from_the_source(
 def test_covering_page_contains_the_range() -> None:
     for lo in range(0, 60):
         for hi in range(lo, lo + 40):
-            page, size = _covering_page(lo, hi)
+            page, size = covering_page(lo, hi)
             assert page * size <= lo and page * size + size - 1 >= hi
 
 

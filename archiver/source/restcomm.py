@@ -35,7 +35,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -43,7 +43,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import aiohttp
 import structlog
 
-from archiver import __version__, logs, metrics
+from archiver import __version__, logs
 from archiver.errors import (
     InvalidRecording,
     MediaDamaged,
@@ -54,6 +54,8 @@ from archiver.errors import (
     SourceProtocolError,
     SourceUnavailable,
 )
+from archiver.hooks import NO_HOOKS, Hooks
+from archiver.model import InvalidItem, Page, Recording
 
 log = structlog.get_logger("archiver.restcomm")
 
@@ -145,28 +147,6 @@ def validate_sid(sid: Any, what: str = "sid") -> str:
     return sid
 
 
-@dataclass(frozen=True)
-class Recording:
-    """One listed recording, parsed and checked. ``source`` is the item exactly as listed."""
-
-    sid: str
-    account_sid: str
-    call_sid: str | None
-    date_created: datetime
-    duration: float
-    ext: str
-    source: Mapping[str, Any] = field(repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class InvalidItem:
-    """A listed item that can never be archived, kept so it is reported, not lost."""
-
-    sid: str | None
-    reason: str
-    source: Mapping[str, Any] = field(repr=False, compare=False)
-
-
 def parse_recording(
     item: Any, server_tz: tzinfo | None = None, default_account: str | None = None
 ) -> Recording | InvalidItem:
@@ -202,16 +182,6 @@ def offset_of(value: str) -> tzinfo | None:
     except (TypeError, ValueError, IndexError):
         return None
     return dt.tzinfo
-
-
-@dataclass(frozen=True)
-class Page:
-    page: int
-    page_size: int
-    total: int
-    num_pages: int
-    items: list[Recording | InvalidItem]
-    last: bool
 
 
 class RateLimiter:
@@ -333,7 +303,9 @@ class RestcommClient:
         max_requests_per_second: float = 0.0,
         connections: int = 16,
         token_file: str | None = None,
+        hooks: Hooks = NO_HOOKS,
     ) -> None:
+        self.hooks = hooks
         self.base_url = base_url.rstrip("/")
         self.account_sid = validate_sid(account_sid, "account_sid")
         self._token = ""
@@ -419,7 +391,7 @@ class RestcommClient:
         return headers
 
     def _count(self, status: int | str) -> None:
-        metrics.SOURCE_REQUESTS.labels(str(status)).inc()
+        self.hooks.source_request(status)
 
     # ---------------------------------------------------------------- list
 
@@ -651,24 +623,3 @@ class RestcommClient:
         if status not in (200, 204):
             raise SourceProtocolError(f"delete {public_url(url)} answered HTTP {status}")
         return True
-
-
-# Every UTC offset in use lies within -12:00..+14:00; 14 h on either side covers any zone the
-# server has, or changes to, whatever the configured or learned one says.
-ZONE_MARGIN = timedelta(hours=14)
-
-
-def end_date_for(until: datetime) -> date:
-    """The ``EndTime`` date sure to include ``until`` in any zone (the server adds a day)."""
-    return (until.astimezone(UTC) + ZONE_MARGIN).date()
-
-
-def start_date_for(since: datetime, server_now: datetime | None = None) -> date:
-    """The ``StartTime`` date sure to include ``since`` in any zone the server may be in.
-
-    It is never later than the server's own date (``server_now``, from its ``Date`` header):
-    a clock of ours ahead of the server's must not ask for a day that has not begun there.
-    A day too early costs one date, not a page: the scan stops by instant, not by date.
-    """
-    start = since if server_now is None else min(since, server_now)
-    return (start.astimezone(UTC) - ZONE_MARGIN).date()

@@ -1,0 +1,57 @@
+"""What the core tells whoever watches it, through one object it is given.
+
+The pass, the daemon, the source client and the retry policy call these methods where things
+happen; they import no metrics library. ``Hooks`` itself does nothing: tests and one-shot
+commands use it as is, and :class:`archiver.metrics.PrometheusHooks` turns every call into a
+Prometheus sample. (The pattern of stamina's instrumentation hooks, injected instead of
+global counters bumped across modules.)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from archiver.ledger import Ledger
+    from archiver.sync import PassResult
+
+
+class Hooks:
+    """Observation points; every one a no-op here. Subclass and override what you need."""
+
+    def source_request(self, status: int | str) -> None:
+        """An answer from the source (its HTTP status), or ``"error"`` for none."""
+
+    def retry_scheduled(self, operation: str) -> None:
+        """``operation`` failed transiently and will be tried again."""
+
+    def transfer_started(self) -> None: ...
+
+    def transfer_ended(self) -> None: ...
+
+    def recording_verified(self, size: int) -> None:
+        """A recording's copy is archived and verified (``size`` bytes)."""
+
+    def recording_failed(self, error_type: str) -> None:
+        """A recording's transfer failed (charged to it), by the error's type."""
+
+    def deletion(self, outcome: str) -> None:
+        """A deletion step ended: deleted, already_gone, dry_run or skipped."""
+
+    def pass_failed(self) -> None:
+        """A daemon pass ended with an error (nothing listed, or an outage)."""
+
+    def pass_finished(self, result: PassResult, wall_time: float) -> None:
+        """A daemon pass ran to its end (with or without failed recordings)."""
+
+    def pass_took(self, seconds: float) -> None:
+        """How long a daemon pass took, whatever its outcome."""
+
+    async def after_pass(self, ledger: Ledger, now: float, max_attempts: int) -> None:
+        """After every daemon pass: describe the ledger (its counts, the watermark...)."""
+
+    def journal_size(self, size: int) -> None:
+        """The audit journal's size in bytes, after every daemon pass."""
+
+
+NO_HOOKS = Hooks()

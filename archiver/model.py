@@ -1,0 +1,49 @@
+"""The neutral model: what a source lists, as the pass, the ledger and the archive see it.
+
+Plain frozen data, importing nothing of ours, so every layer (sources, ledger, pass, CLI)
+can share it without importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One listed recording, parsed and checked. ``source`` is the item exactly as listed."""
+
+    sid: str
+    account_sid: str
+    call_sid: str | None
+    date_created: datetime
+    duration: float
+    ext: str
+    source: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class InvalidItem:
+    """A listed item that can never be archived, kept so it is reported, not lost."""
+
+    sid: str | None
+    reason: str
+    source: Mapping[str, Any] = field(repr=False, compare=False)
+
+
+Item = Recording | InvalidItem
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, newest first. ``last``: the source says nothing follows."""
+
+    page: int
+    page_size: int
+    total: int
+    num_pages: int
+    items: list[Item]
+    last: bool

@@ -1,0 +1,364 @@
+"""Transfer: every due recording from the source into the archive, verified, into the ledger.
+
+A recording is streamed from the source straight into the archive (never whole in memory),
+its stored size and SHA-256 compared with what was downloaded, its copy verified and its
+sidecar written, and only then marked verified. A failure is charged to the recording with a
+reason and a next try, unless it looks like everyone's (see :class:`Outage`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from functools import partial
+
+import structlog
+
+from archiver.audit import Journal
+from archiver.config import SourceConfig
+from archiver.copies import content_type, object_metadata, render_key, sidecar
+from archiver.errors import (
+    MAYBE_SHARED,
+    STOPS_PASS,
+    ArchiveConflict,
+    ArchiverError,
+    InvalidRecording,
+    MediaNotReady,
+    SourceUnavailable,
+    StorageError,
+    StorageUnavailable,
+    VerificationFailed,
+)
+from archiver.hooks import NO_HOOKS, Hooks
+from archiver.ledger import Ledger, Row
+from archiver.model import Recording
+from archiver.report import PassResult
+from archiver.retry import retrying
+from archiver.source import Source
+from archiver.storage import Storage, StoredObject
+from archiver.storage.base import single_chunk
+
+log = structlog.get_logger("archiver.sync")
+
+DEFAULT_RETRY_BASE = 60.0  # seconds before the first retry of a failed recording
+DEFAULT_RETRY_CAP = 6 * 3600.0
+DEFAULT_DUE_BATCH = 500
+DEFAULT_TRANSFER_ATTEMPTS = 3  # immediate tries of one transfer before it is left for later
+# consecutive recordings failing with an error that may be everyone's (5xx, throttling, no
+# connection) before the pass calls it an outage: it stops, and charges none of them
+DEFAULT_OUTAGE_STREAK = 3
+
+
+def retry_delay(attempts: int) -> float:
+    return float(min(DEFAULT_RETRY_BASE * 2 ** max(attempts - 1, 0), DEFAULT_RETRY_CAP))
+
+
+async def put_sidecar(storage: Storage, key: str, data: bytes) -> None:
+    """The sidecar of ``key``; replaced if there (it describes, it is not the evidence)."""
+    await storage.put(
+        key + ".json", single_chunk(data), content_type="application/json", replace=True
+    )
+
+
+class Transfers:
+    """Archives due recordings. One instance per Syncer; its download slots outlive passes."""
+
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        key_template: str,
+        source: Source,
+        storage: Storage,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], float],
+        journal: Journal | None,
+        hooks: Hooks = NO_HOOKS,
+    ) -> None:
+        self.cfg = cfg
+        self.key_template = key_template
+        self.source = source
+        self.storage = storage
+        self.ledger = ledger
+        self.clock = clock
+        self.journal = journal
+        self.hooks = hooks
+        # download slots: every slot is given back when its transfer ends, pass or no pass
+        self._slots = asyncio.Semaphore(cfg.concurrency)
+        self.on_progress: Callable[[PassResult, Row | None], None] | None = None
+        self.due_total = 0  # recordings this pass set out to transfer (for progress)
+
+    def _audit(self, event: str, **fields: object) -> None:
+        if self.journal is not None:
+            self.journal.append(event, **fields)
+
+    # ------------------------------------------------------------------ the batch
+
+    async def transfer_due(self, result: PassResult, stopping: asyncio.Event) -> None:
+        """Archive every row that is due now: ``concurrency`` downloads at a time.
+
+        A recording gives its download slot back as soon as its body is in, so the next
+        download starts while the archive makes the previous one durable; at most twice
+        ``concurrency`` recordings are in flight, each holding no more than its backend buffers
+        (1 MiB on local disk; up to ``multipart_threshold`` on S3).
+        """
+        limit = asyncio.Semaphore(2 * self.cfg.concurrency)
+        self.due_total = await self.ledger.count_due(self.clock(), self.cfg.max_attempts)
+        outage = Outage(self, result)
+
+        async def one(row: Row) -> None:
+            try:
+                if not stopping.is_set() and outage.error is None:
+                    await self._attempt(row, result, outage)
+            finally:
+                limit.release()
+
+        async with asyncio.TaskGroup() as tg, aclosing(self._due_rows(stopping, outage)) as due:
+            async for row in due:
+                await limit.acquire()
+                if stopping.is_set() or outage.error is not None:
+                    limit.release()
+                    break
+                tg.create_task(one(row))
+        await outage.settle()
+
+    async def _due_rows(self, stopping: asyncio.Event, outage: Outage) -> AsyncGenerator[Row]:
+        """Due rows, oldest first, read in batches behind a cursor (memory does not grow)."""
+        after: tuple[float, str] | None = None
+        while not stopping.is_set() and outage.error is None:
+            rows = await self.ledger.due(
+                self.clock(), self.cfg.max_attempts, DEFAULT_DUE_BATCH, after
+            )
+            if not rows:
+                return
+            for row in rows:
+                assert row.date_created is not None  # due rows are never invalid items
+                after = (row.date_created.timestamp(), row.sid)
+                yield row
+
+    async def _attempt(self, row: Row, result: PassResult, outage: Outage) -> None:
+        self.hooks.transfer_started()
+        try:
+            await self.archive_one(row, result)
+        except STOPS_PASS:
+            raise
+        except MAYBE_SHARED as exc:  # everyone's fault or this recording's: the next ones tell
+            await outage.failed(row, exc)
+        except (ArchiverError, ValueError) as exc:
+            await self.fail(row, exc, result)
+        else:
+            await outage.succeeded()
+        finally:
+            self.hooks.transfer_ended()
+            if self.on_progress is not None:
+                self.on_progress(result, row)
+
+    # ------------------------------------------------------------- one recording
+
+    async def archive_one(self, row: Row, result: PassResult) -> None:
+        rec = row.recording()
+        key = render_key(self.key_template, rec)
+        archived_at = self.clock()
+        fresh = not (row.state == "archived" and row.size is not None and row.sha256 is not None)
+        if fresh:
+            copy = await self._download(rec, key, archived_at, result)
+        else:  # archived before a restart: verify only
+            assert row.size is not None and row.sha256 is not None
+            copy = StoredObject(key, row.size, row.sha256)
+        size, sha = copy.size, copy.sha256
+        if copy.read_back and copy.sidecar_written:
+            # the backend re-read the copy and wrote the sidecar in its durable step
+            self._audit("verified", sid=rec.sid, key=key, size=size, sha256=sha)
+            await self.ledger.mark_archived_verified(
+                rec.sid, key=key, size=size, sha256=sha, now=self.clock()
+            )
+        else:
+            if fresh:
+                await self.ledger.mark_archived(
+                    rec.sid, key=key, size=size, sha256=sha, now=self.clock()
+                )
+            await self._complete(rec, copy, archived_at)
+            self._audit("verified", sid=rec.sid, key=key, size=size, sha256=sha)
+            await self.ledger.mark_verified(rec.sid, self.clock())
+        result.verified += 1
+        self.hooks.recording_verified(size)
+        log.info("recording.verified", sid=rec.sid, key=key, size=size)
+
+    async def _download(
+        self, rec: Recording, key: str, archived_at: float, result: PassResult
+    ) -> StoredObject:
+        """Stream ``rec`` into the archive at ``key``; what the archive stored, checked
+        against what was downloaded."""
+
+        def sidecar_for(stored: StoredObject) -> bytes:
+            return sidecar(rec, key, stored.size, stored.sha256, archived_at)
+
+        async def transfer() -> StoredObject:
+            async with _Slot(self._slots) as slot, self.source.media(rec.sid, rec.ext) as body:
+                done = await self.storage.put(
+                    key,
+                    slot.released_at_end(body),
+                    content_type=content_type(rec),
+                    metadata=object_metadata(rec),
+                    sidecar=sidecar_for,
+                    size_hint=body.content_length,
+                )
+            if (done.size, done.sha256) != (body.size, body.sha256):
+                raise VerificationFailed(
+                    f"stored {done.size} bytes sha256 {done.sha256}, downloaded "
+                    f"{body.size} bytes sha256 {body.sha256}"
+                )
+            return done
+
+        stored = await retrying(
+            "transfer", transfer, attempts=DEFAULT_TRANSFER_ATTEMPTS, sid=rec.sid
+        )
+        self._audit("archived", sid=rec.sid, key=key, size=stored.size, sha256=stored.sha256)
+        result.archived += 1
+        result.bytes += stored.size
+        log.info("recording.archived", sid=rec.sid, key=key, size=stored.size, sha256=stored.sha256)
+        return stored
+
+    async def _complete(self, rec: Recording, copy: StoredObject, archived_at: float) -> None:
+        """What the backend did not do in its put: the read-back and the sidecar. They are
+        independent requests on a remote store: made together, a recording waits for one
+        round trip instead of two, and is verified only when both succeeded."""
+        steps: list[Awaitable[object]] = []
+        if not copy.read_back:
+            verify = partial(self.storage.verify, copy.key, copy.size, copy.sha256)
+            steps.append(retrying("verify", verify, sid=rec.sid))
+        if not copy.sidecar_written:
+            data = sidecar(rec, copy.key, copy.size, copy.sha256, archived_at)
+            write = partial(put_sidecar, self.storage, copy.key, data)
+            steps.append(retrying("sidecar", write, sid=rec.sid))
+        await _together(steps)
+
+    # ------------------------------------------------------------------ failures
+
+    async def fail(self, row: Row, exc: Exception, result: PassResult) -> None:
+        """Charge ``exc`` to ``row``: a reason, an attempt, and a next try (or permanent)."""
+        now = self.clock()
+        attempts = row.attempts + 1
+        reason = f"{type(exc).__name__}: {exc}"
+        count = True
+        permanent = isinstance(exc, ArchiveConflict | InvalidRecording | ValueError)
+        grace = self.cfg.media_grace.total_seconds()
+        if isinstance(exc, MediaNotReady):
+            discovered_for = now - (row.date_created.timestamp() if row.date_created else now)
+            if discovered_for < grace:
+                count = False  # the platform may still be writing it: not an attempt yet
+                attempts = row.attempts
+        if count and attempts >= self.cfg.max_attempts:
+            permanent = True
+        delay = retry_delay(max(attempts, 1))
+        if not count:
+            delay = min(delay, grace / 4 or delay)
+        await self.ledger.mark_failed(
+            row.sid,
+            reason,
+            now=now,
+            permanent=permanent,
+            next_attempt_at=None if permanent else now + delay,
+            count_attempt=count,
+        )
+        self._audit("failed", sid=row.sid, reason=reason, attempts=attempts, permanent=permanent)
+        result.failed += 1
+        result.failures.append((row.sid, reason))
+        self.hooks.recording_failed(type(exc).__name__)
+        (log.error if permanent else log.warning)(
+            "recording.failed",
+            sid=row.sid,
+            reason=reason,
+            attempts=attempts,
+            permanent=permanent,
+            retry_in_s=None if permanent else round(delay),
+        )
+
+
+class Outage:
+    """Tells a recording's own fault from everyone's.
+
+    A recording that fails with an error that may be shared (5xx, throttling, no connection)
+    is charged only once a later recording succeeds: then the fault was its own. When
+    ``DEFAULT_OUTAGE_STREAK`` of them fail in a row, the source or the archive is down for
+    everyone: the pass stops taking work and none of them is charged (their rows keep their
+    state, so nothing is lost and the attempt budget is not spent on an outage).
+    """
+
+    def __init__(self, transfers: Transfers, result: PassResult) -> None:
+        self._transfers = transfers
+        self._result = result
+        self._pending: list[tuple[Row, ArchiverError]] = []
+        self.error: ArchiverError | None = None
+
+    async def failed(self, row: Row, exc: ArchiverError) -> None:
+        self._pending.append((row, exc))
+        if self.error is None and len(self._pending) >= DEFAULT_OUTAGE_STREAK:
+            self.error = exc
+            log.error(
+                "pass.outage",
+                error=str(exc),
+                error_type=type(exc).__name__,
+                failed_in_a_row=len(self._pending),
+            )
+
+    async def succeeded(self) -> None:
+        if self.error is None:
+            await self._charge()
+
+    async def settle(self) -> None:
+        """At the end of the transfers: charge what failed unless it was an outage, which
+        then stops the pass (exit 3) with the last error."""
+        if self.error is None:
+            await self._charge()
+            return
+        kind = StorageUnavailable if isinstance(self.error, StorageError) else SourceUnavailable
+        where = "the archive" if kind is StorageUnavailable else "the source"
+        raise kind(
+            f"{where} failed for {len(self._pending)} recordings in a row, so the pass stopped "
+            f"and charged none of them: {self.error}"
+        )
+
+    async def _charge(self) -> None:
+        pending, self._pending = self._pending, []
+        for row, exc in pending:
+            await self._transfers.fail(row, exc, self._result)
+
+
+class _Slot:
+    """One download slot, held from the request until the body's last byte has arrived."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def __aenter__(self) -> _Slot:
+        await self._slots.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    async def released_at_end(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in body:
+            yield chunk
+        self.release()  # the source is done with; what is left is the archive's work
+
+
+async def _together(steps: list[Awaitable[object]]) -> None:
+    """Run ``steps`` at once and wait for every one; then raise a failure, if any: one that
+    stops the pass first, else the first in order."""
+    failures = [
+        outcome
+        for outcome in await asyncio.gather(*steps, return_exceptions=True)
+        if isinstance(outcome, BaseException)
+    ]
+    if failures:
+        raise next((f for f in failures if isinstance(f, STOPS_PASS)), failures[0])
