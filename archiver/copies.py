@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime
 
 from archiver.model import Recording
-from archiver.storage import check_key
+from archiver.storage import Storage, check_key
+from archiver.storage.base import single_chunk
 
 
 def render_key(template: str, rec: Recording) -> str:
@@ -50,3 +51,10 @@ def object_metadata(rec: Recording) -> dict[str, str]:
         "date-created": rec.date_created.astimezone(UTC).isoformat(),
         "duration": repr(rec.duration),
     }
+
+
+async def put_sidecar(storage: Storage, key: str, data: bytes) -> None:
+    """The sidecar of ``key``; replaced if there (it describes, it is not the evidence)."""
+    await storage.put(
+        key + ".json", single_chunk(data), content_type="application/json", replace=True
+    )

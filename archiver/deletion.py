@@ -16,7 +16,7 @@ import structlog
 
 from archiver.audit import Journal
 from archiver.config import DeleteConfig
-from archiver.copies import sidecar
+from archiver.copies import put_sidecar, sidecar
 from archiver.errors import STOPS_PASS, ArchiverError
 from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import ArchivedRow, Ledger, Row
@@ -25,7 +25,6 @@ from archiver.retry import retrying
 from archiver.source import Source
 from archiver.storage import Storage
 from archiver.storage.base import check_sidecar
-from archiver.transfer import put_sidecar
 
 log = structlog.get_logger("archiver.sync")
 

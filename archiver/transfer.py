@@ -17,7 +17,7 @@ import structlog
 
 from archiver.audit import Journal
 from archiver.config import SourceConfig
-from archiver.copies import content_type, object_metadata, render_key, sidecar
+from archiver.copies import content_type, object_metadata, put_sidecar, render_key, sidecar
 from archiver.errors import (
     MAYBE_SHARED,
     STOPS_PASS,
@@ -37,7 +37,6 @@ from archiver.report import PassResult
 from archiver.retry import retrying
 from archiver.source import Source
 from archiver.storage import Storage, StoredObject
-from archiver.storage.base import single_chunk
 
 log = structlog.get_logger("archiver.sync")
 
@@ -52,13 +51,6 @@ DEFAULT_OUTAGE_STREAK = 3
 
 def retry_delay(attempts: int) -> float:
     return float(min(DEFAULT_RETRY_BASE * 2 ** max(attempts - 1, 0), DEFAULT_RETRY_CAP))
-
-
-async def put_sidecar(storage: Storage, key: str, data: bytes) -> None:
-    """The sidecar of ``key``; replaced if there (it describes, it is not the evidence)."""
-    await storage.put(
-        key + ".json", single_chunk(data), content_type="application/json", replace=True
-    )
 
 
 class Transfers:
