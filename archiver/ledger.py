@@ -153,6 +153,19 @@ class ArchivedRow:
 
 
 @dataclass(frozen=True)
+class VerifiedCopy:
+    """A copy just verified, for :meth:`Ledger.commit_verified`. ``fresh``: stored by this
+    transfer (else archived before, and only verified now)."""
+
+    sid: str
+    key: str
+    size: int
+    sha256: str
+    archived_at: float
+    fresh: bool
+
+
+@dataclass(frozen=True)
 class Outstanding:
     """Recordings not done yet. ``waiting`` are failed ones that will be tried again (the
     soonest at ``next_try_at``); ``permanent`` failed for good and need an operator."""
@@ -217,7 +230,9 @@ class Ledger:
                 await asyncio.to_thread(self._prepare)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=NORMAL")
+            # every commit reaches the disk before it returns: what the ledger says happened
+            # survives a power cut (transfers commit in groups, so this is paid per batch)
+            await self._db.execute("PRAGMA synchronous=FULL")
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._quick_check()
             await self._migrate()
@@ -591,6 +606,33 @@ class Ledger:
             "WHERE sid=? AND state IN ('discovered','failed','archived')",
             (key, size, sha256, now, now, now, sid),
         )
+
+    async def commit_verified(self, copies: Sequence[VerifiedCopy], now: float) -> None:
+        """Mark a batch of copies verified in one durable transaction (group commit)."""
+        fresh = [
+            (c.key, c.size, c.sha256, c.archived_at, now, now, c.sid) for c in copies if c.fresh
+        ]
+        resumed = [(now, now, c.sid) for c in copies if not c.fresh]
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if fresh:
+                await self.db.executemany(
+                    "UPDATE recordings SET state='verified', archive_key=?, size=?, sha256=?, "
+                    "archived_at=?, verified_at=?, last_error=NULL, next_attempt_at=NULL, "
+                    "updated_at=? WHERE sid=? AND state IN ('discovered','failed','archived')",
+                    fresh,
+                )
+            if resumed:
+                await self.db.executemany(
+                    "UPDATE recordings SET state='verified', verified_at=?, last_error=NULL, "
+                    "next_attempt_at=NULL, updated_at=? WHERE sid=? AND state='archived'",
+                    resumed,
+                )
+            await self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                await self.db.execute("ROLLBACK")
+            raise
 
     async def mark_failed(
         self,

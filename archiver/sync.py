@@ -151,9 +151,9 @@ class Syncer:
             await self.write_manifests()
             await self.storage.sweep()  # what a crashed writer left, not only at start-up
         except* STOPS_PASS as group:
-            raise group.exceptions[0] from None
+            raise _first(group) from None
         except* StorageError as group:
-            raise group.exceptions[0] from None
+            raise _first(group) from None
         finally:
             if self.journal is not None:
                 head = await self.journal.sync()
@@ -182,6 +182,12 @@ class Syncer:
             return 0
         today = self.now().date().isoformat()
         return await write_manifests(self.journal, self.ledger, self.storage, today)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a (nested) group: tasks of tasks raise groups of groups."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def lag_seconds(newest: datetime | None, now: datetime) -> float | None:

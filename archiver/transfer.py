@@ -16,6 +16,7 @@ from functools import partial
 import structlog
 
 from archiver.audit import Journal
+from archiver.commit import GroupCommit
 from archiver.config import SourceConfig
 from archiver.copies import content_type, object_metadata, put_sidecar, render_key, sidecar
 from archiver.errors import (
@@ -31,7 +32,7 @@ from archiver.errors import (
     VerificationFailed,
 )
 from archiver.hooks import NO_HOOKS, Hooks
-from archiver.ledger import Ledger, Row
+from archiver.ledger import Ledger, Row, VerifiedCopy
 from archiver.model import Recording
 from archiver.report import PassResult
 from archiver.retry import retrying
@@ -80,6 +81,7 @@ class Transfers:
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self.on_progress: Callable[[PassResult, Row | None], None] | None = None
         self.due_total = 0  # recordings this pass set out to transfer (for progress)
+        self.commits = GroupCommit(ledger, journal, clock=clock)  # one per transfer_due
 
     def _audit(self, event: str, **fields: object) -> None:
         if self.journal is not None:
@@ -98,6 +100,7 @@ class Transfers:
         limit = asyncio.Semaphore(2 * self.cfg.concurrency)
         self.due_total = await self.ledger.count_due(self.clock(), self.cfg.max_attempts)
         outage = Outage(self, result)
+        self.commits = GroupCommit(self.ledger, self.journal, clock=self.clock)
 
         async def one(row: Row) -> None:
             try:
@@ -106,13 +109,21 @@ class Transfers:
             finally:
                 limit.release()
 
-        async with asyncio.TaskGroup() as tg, aclosing(self._due_rows(stopping, outage)) as due:
-            async for row in due:
-                await limit.acquire()
-                if stopping.is_set() or outage.error is not None:
-                    limit.release()
-                    break
-                tg.create_task(one(row))
+        async with asyncio.TaskGroup() as writer:
+            writer.create_task(self.commits.run())
+            try:
+                async with (
+                    asyncio.TaskGroup() as tg,
+                    aclosing(self._due_rows(stopping, outage)) as due,
+                ):
+                    async for row in due:
+                        await limit.acquire()
+                        if stopping.is_set() or outage.error is not None:
+                            limit.release()
+                            break
+                        tg.create_task(one(row))
+            finally:
+                self.commits.close()  # the writer commits what is queued, then ends
         await outage.settle()
 
     async def _due_rows(self, stopping: asyncio.Event, outage: Outage) -> AsyncGenerator[Row]:
@@ -154,32 +165,24 @@ class Transfers:
         archived_at = self.clock()
         fresh = not (row.state == "archived" and row.size is not None and row.sha256 is not None)
         if fresh:
-            copy = await self._download(rec, key, archived_at, result)
+            copy = await self._download(rec, key, archived_at)
         else:  # archived before a restart: verify only
             assert row.size is not None and row.sha256 is not None
             copy = StoredObject(key, row.size, row.sha256)
-        size, sha = copy.size, copy.sha256
-        if copy.read_back and copy.sidecar_written:
-            # the backend re-read the copy and wrote the sidecar in its durable step
-            self._audit("verified", sid=rec.sid, key=key, size=size, sha256=sha)
-            await self.ledger.mark_archived_verified(
-                rec.sid, key=key, size=size, sha256=sha, now=self.clock()
-            )
-        else:
-            if fresh:
-                await self.ledger.mark_archived(
-                    rec.sid, key=key, size=size, sha256=sha, now=self.clock()
-                )
+        if not (copy.read_back and copy.sidecar_written):
             await self._complete(rec, copy, archived_at)
-            self._audit("verified", sid=rec.sid, key=key, size=size, sha256=sha)
-            await self.ledger.mark_verified(rec.sid, self.clock())
+        # counted only once its journal lines and ledger row are durable (group commit)
+        await self.commits.verified(
+            VerifiedCopy(rec.sid, key, copy.size, copy.sha256, archived_at, fresh)
+        )
+        if fresh:
+            result.archived += 1
+            result.bytes += copy.size
         result.verified += 1
-        self.hooks.recording_verified(size)
-        log.info("recording.verified", sid=rec.sid, key=key, size=size)
+        self.hooks.recording_verified(copy.size)
+        log.info("recording.verified", sid=rec.sid, key=key, size=copy.size, sha256=copy.sha256)
 
-    async def _download(
-        self, rec: Recording, key: str, archived_at: float, result: PassResult
-    ) -> StoredObject:
+    async def _download(self, rec: Recording, key: str, archived_at: float) -> StoredObject:
         """Stream ``rec`` into the archive at ``key``; what the archive stored, checked
         against what was downloaded."""
 
@@ -203,14 +206,7 @@ class Transfers:
                 )
             return done
 
-        stored = await retrying(
-            "transfer", transfer, attempts=DEFAULT_TRANSFER_ATTEMPTS, sid=rec.sid
-        )
-        self._audit("archived", sid=rec.sid, key=key, size=stored.size, sha256=stored.sha256)
-        result.archived += 1
-        result.bytes += stored.size
-        log.info("recording.archived", sid=rec.sid, key=key, size=stored.size, sha256=stored.sha256)
-        return stored
+        return await retrying("transfer", transfer, attempts=DEFAULT_TRANSFER_ATTEMPTS, sid=rec.sid)
 
     async def _complete(self, rec: Recording, copy: StoredObject, archived_at: float) -> None:
         """What the backend did not do in its put: the read-back and the sidecar. They are
