@@ -1,0 +1,109 @@
+"""``archiver simulator`` (and ``python -m archiver.simulator``): serve the simulator on
+loopback with recordings made up to now and optional faults, until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+from datetime import UTC, datetime, timedelta
+
+from archiver.simulator.restcomm import RestcommSimulator
+from archiver.simulator.restcomm_wire import DEFAULT_ACCOUNT_SID
+from archiver.simulator.store import SimRecording
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = _parser(prog).parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args))
+
+
+def _parser(prog: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve the Restcomm Recordings API simulator on loopback, with recordings "
+        "created up to now and optional faults, to try configs and alerts before production. "
+        "It prints the base_url, account_sid and auth_token to put in [source].",
+        epilog="example: archiver simulator --port 8099 --recordings 1000 --html-every 50",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
+    parser.add_argument("--recordings", type=int, default=300)
+    parser.add_argument("--size", type=int, default=16_044, help="body bytes per recording")
+    parser.add_argument(
+        "--spacing", type=float, default=7.0, help="seconds between recordings' date_created"
+    )
+    parser.add_argument(
+        "--same-second-every", type=int, default=1, help="recordings sharing one date_created"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added to every answer (a WAN)"
+    )
+    parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
+    parser.add_argument("--auth-token", default="sim-token")
+    parser.add_argument("--media-mode", choices=("direct", "redirect", "proxy"), default="direct")
+    parser.add_argument(
+        "--html-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every Nth recording's media is an HTML error page, once (a proxy hiccup)",
+    )
+    parser.add_argument(
+        "--fail-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every Nth recording's media answers 503, always (failures to alert on)",
+    )
+    return parser
+
+
+async def _serve_forever(args: argparse.Namespace) -> None:
+    sim = RestcommSimulator(
+        args.account_sid, args.auth_token, seed=args.seed, media_mode=args.media_mode
+    )
+    sim.latency = args.latency
+    spacing = timedelta(seconds=args.spacing)
+    groups = math.ceil(args.recordings / max(args.same_second_every, 1))
+    start = datetime.now(UTC).replace(microsecond=0) - spacing * groups
+    recs = sim.generate(
+        args.recordings,
+        start=start,
+        spacing=spacing,
+        size=args.size,
+        same_second_every=args.same_second_every,
+    )
+    _inject_media_faults(sim, recs, args.fail_every, args.html_every)
+    base_url = await sim.start(args.host, args.port)
+    print(f"base_url:     {base_url}", flush=True)
+    print(f"account_sid:  {sim.account_sid}", flush=True)
+    print(f"auth_token:   {sim.auth_token}", flush=True)
+    print(f"recordings:   {len(sim.recordings)}", flush=True)
+    print(f"storage:      {sim.storage_origin}", flush=True)
+    print(f"oldest:       {start.isoformat()}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
+
+
+def _inject_media_faults(
+    sim: RestcommSimulator, recs: list[SimRecording], fail_every: int, html_every: int
+) -> None:
+    """Every ``fail_every``-th media answers 503 for good; every ``html_every``-th (of the
+    rest) is an HTML error page once."""
+    for i, rec in enumerate(recs, start=1):
+        if fail_every and i % fail_every == 0:
+            sim.inject(path=rf"{rec.sid}\.", status=503, times=None)
+        elif html_every and i % html_every == 0:
+            sim.inject(
+                path=rf"{rec.sid}\.",
+                status=200,
+                body=b"<html><body>502 Bad Gateway</body></html>",
+                content_type="text/html",
+                times=1,
+            )
