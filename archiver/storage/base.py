@@ -8,7 +8,8 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   stored; the bytes may travel and be refused by the store); different bytes at an
   existing key raise :class:`~archiver.errors.ArchiveConflict` naming both checksums, unless
   ``replace=True`` (used only for sidecars, never for audio), which writes without looking at
-  what is there (so the same bytes may be written again).
+  what is there (so the same bytes may be written again). The rule is written once,
+  :func:`archiver.storage.rules.same_or_conflict`; a backend supplies what the key holds.
 * ``put`` consumes ``body`` exactly once and returns the size and SHA-256 of what it stored.
 * ``verify`` proves an archived copy: it raises VerificationFailed unless the store holds
   exactly ``size`` bytes with ``sha256`` at ``key`` (and whatever protection the backend is
@@ -36,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from archiver.errors import ObjectNotFound, StorageError, VerificationFailed
-from archiver.modes import pid_alive as pid_alive  # the backends' sweeps import it from here
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 MAX_KEY_LENGTH = 900
@@ -87,7 +87,8 @@ class Storage(Protocol):
 
     async def sweep(self) -> int:
         """Remove what dead writers left (temp files, incomplete uploads); called on open and
-        at the end of every pass. Never raises for what it could not remove."""
+        at the end of every pass. Never raises for what it could not remove. Every file a
+        writer leaves carries its PID (:mod:`archiver.storage.rules`): a live one's are kept."""
         ...
 
     def describe(self, key: str = "") -> str: ...

@@ -17,9 +17,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
-import itertools
 import os
-import secrets
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import replace as replace_fields
@@ -28,14 +26,10 @@ from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
-from archiver.errors import (
-    ArchiveConflict,
-    ObjectNotFound,
-    StorageDenied,
-    StorageError,
-)
+from archiver.errors import ObjectNotFound, StorageDenied, StorageError
 from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, fsync_dir, make_dirs, open_new
-from archiver.storage.base import Sidecar, StoredObject, check_key, compare, pid_alive
+from archiver.storage.base import Sidecar, StoredObject, check_key, compare
+from archiver.storage.rules import dead_writers, remove_leftover, same_or_conflict, temp_name
 
 log = structlog.get_logger("archiver.storage.local")
 T = TypeVar("T")
@@ -43,10 +37,6 @@ T = TypeVar("T")
 TMP_DIR = ".archiver-tmp"
 DEFAULT_READ_CHUNK = 1024 * 1024
 DEFAULT_BUFFER = 1024 * 1024  # shorter bodies: one thread hop; longer: written in batches of this
-# temp names: pid first (the sweep reads it), then a per-process token and a counter, which
-# spares an os.urandom call per put
-_TMP_TOKEN = secrets.token_hex(4)
-_tmp_serial = itertools.count()
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 TMP_PREFIX = ".archiver-"  # then "<pid>-": temp files in the destination folders
@@ -189,17 +179,14 @@ class LocalStorage:
 
     def _sweep(self) -> int:
         removed = 0
-        with contextlib.suppress(OSError):
-            for entry in list(self.tmp.iterdir()):
-                pid_text = entry.name.split("-", 1)[0].split(".", 1)[0]
-                pid = int(pid_text) if pid_text.isdigit() else 0
-                if not pid or pid == os.getpid() or pid_alive(pid):
-                    continue
-                if entry.name.endswith(FOLDERS_SUFFIX):
+        # in .archiver-tmp: "<pid>.folders" lists, and temp files of the layout before
+        for entry, pid in dead_writers(self.tmp, ""):
+            if entry.name.endswith(FOLDERS_SUFFIX):
+                try:
                     removed += self._sweep_folders(entry, pid)
-                with contextlib.suppress(OSError):
-                    entry.unlink()  # a temp file of the layout before, or the folders list
-                    log.info("storage.temp_removed", file=entry.name)
+                except OSError:
+                    continue  # unreadable now: kept for the next sweep
+            remove_leftover(entry, "storage.temp_removed", entry.name)
         return removed
 
     def _sweep_folders(self, listing: Path, pid: int) -> int:
@@ -210,10 +197,7 @@ class LocalStorage:
                 continue
             with contextlib.suppress(OSError):
                 for leftover in folder.glob(f"{TMP_PREFIX}{pid}-*.part*"):
-                    with contextlib.suppress(OSError):
-                        leftover.unlink()
-                        removed += 1
-                        log.info("storage.temp_removed", file=str(leftover))
+                    removed += remove_leftover(leftover, "storage.temp_removed", str(leftover))
         return removed
 
     def _note(self, folder: Path) -> None:
@@ -260,7 +244,7 @@ class LocalStorage:
     ) -> StoredObject:
         final = self._final(key)
         # in the destination's own folder: the rename never crosses a file system
-        tmp = final.with_name(f"{TMP_PREFIX}{os.getpid()}-{_TMP_TOKEN}{next(_tmp_serial)}.part")
+        tmp = final.with_name(temp_name(TMP_PREFIX, ".part"))
         chunks: list[bytes] = []  # not yet written
         buffered = 0
         h = hashlib.sha256()
@@ -365,12 +349,7 @@ class LocalStorage:
         ``tmp`` is gone (renamed into place) when this returns."""
         read_back = False
         if not replace and final.exists():
-            size, sha = _hash_file(final)
-            if (size, sha) != (stored.size, stored.sha256):
-                raise ArchiveConflict(
-                    f"{final} already holds different bytes (sha256 {sha}, {size} bytes); "
-                    f"refusing to overwrite with sha256 {stored.sha256}, {stored.size} bytes"
-                )
+            same_or_conflict(str(final), self._read_back(final), stored)
             read_back = True  # same bytes already archived: a no-op, and just re-read
             tmp.unlink()
         else:

@@ -67,7 +67,6 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from archiver.config import ArchiveConfig
 from archiver.errors import (
-    ArchiveConflict,
     ObjectLocked,
     ObjectNotFound,
     StorageDenied,
@@ -75,13 +74,14 @@ from archiver.errors import (
     StorageUnavailable,
     VerificationFailed,
 )
-from archiver.storage.base import (
-    Sidecar,
-    StoredObject,
-    check_key,
-    compare,
-    digest,
-    pid_alive,
+from archiver.modes import open_new, pid_alive
+from archiver.storage.base import Sidecar, StoredObject, check_key, compare, digest
+from archiver.storage.rules import (
+    dead_writers,
+    remove_leftover,
+    same_or_conflict,
+    temp_name,
+    writer_pid,
 )
 
 log = structlog.get_logger("archiver.storage.s3")
@@ -289,10 +289,9 @@ class _Spool:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
     def _open(self) -> BinaryIO:
-        fd, name = tempfile.mkstemp(
-            prefix=f"{SPOOL_PREFIX}{os.getpid()}-", suffix=".part", dir=self.spool_dir or None
-        )
-        self.path = Path(name)
+        path = Path(self.spool_dir or tempfile.gettempdir()) / temp_name(SPOOL_PREFIX, ".part")
+        fd = open_new(path, os.O_RDWR, 0o600)
+        self.path = path
         return os.fdopen(fd, "w+b")
 
     def _hash_parts(self, chunk: bytes) -> None:
@@ -585,8 +584,7 @@ class S3Storage:
         folder = self._registry().parent
         with contextlib.suppress(OSError):
             for path in folder.glob(f"{UPLOADS_PREFIX}*.json"):
-                pid_text = path.name[len(UPLOADS_PREFIX) : -len(".json")]
-                pid = int(pid_text) if pid_text.isdigit() else 0
+                pid = writer_pid(path.name, UPLOADS_PREFIX)
                 if not pid or pid == os.getpid():
                     continue
                 try:
@@ -649,14 +647,8 @@ class S3Storage:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _spool_error(exc, self.cfg.spool_dir) from exc
-        with contextlib.suppress(OSError):
-            for leftover in folder.glob(f"{SPOOL_PREFIX}*.part"):
-                pid_text = leftover.name[len(SPOOL_PREFIX) :].split("-", 1)[0]
-                pid = int(pid_text) if pid_text.isdigit() else 0
-                if pid and pid != os.getpid() and not pid_alive(pid):
-                    with contextlib.suppress(OSError):
-                        leftover.unlink()
-                        log.info("storage.spool_removed", file=leftover.name)
+        for leftover, _ in dead_writers(folder, SPOOL_PREFIX, ".part"):
+            remove_leftover(leftover, "storage.spool_removed", leftover.name)
 
     # -- names -----------------------------------------------------------------------------------
 
@@ -722,16 +714,12 @@ class S3Storage:
                         f"{self.describe(key)}: the store refused to overwrite it, then no "
                         "longer showed it"
                     )
-            old = await self._held(key, existing, stored.size)
-            if (old.size, old.sha256) == (stored.size, stored.sha256):
-                # Same bytes already archived: a no-op, no new version.
-                log.debug("storage.put_skipped", key=full, reason="same bytes")
-                return stored
-            raise ArchiveConflict(
-                f"{self.describe(key)} already holds different bytes "
-                f"(sha256 {old.sha256 or 'unknown'}, {old.size} bytes); refusing to "
-                f"overwrite with sha256 {sha}, {stored.size} bytes"
+            same_or_conflict(
+                self.describe(key), await self._held(key, existing, stored.size), stored
             )
+            # Same bytes already archived: a no-op, no new version.
+            log.debug("storage.put_skipped", key=full, reason="same bytes")
+            return stored
         finally:
             spool.close()
             if looking is not None and not looking.done():
