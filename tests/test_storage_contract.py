@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from archiver.config import ArchiveConfig
 from archiver.errors import (
     ArchiveConflict,
     ObjectNotFound,
@@ -25,7 +24,7 @@ from archiver.errors import (
 )
 from archiver.storage.base import Storage, StoredObject, digest, single_chunk
 from archiver.storage.local import LocalStorage
-from archiver.storage.s3 import S3Storage
+from archiver.storage.s3 import S3Settings, S3Storage
 from tests import s3_servers
 from tests.s3_servers import S3Server
 
@@ -59,9 +58,8 @@ class Backend:
     leftovers: Callable[[], Awaitable[list[str]]]
 
 
-def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> ArchiveConfig:
+def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> S3Settings:
     values: dict[str, Any] = {
-        "backend": "s3",
         "bucket": bucket,
         "prefix": "rec/",
         "endpoint_url": server.endpoint_url,
@@ -72,7 +70,7 @@ def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> Archi
         "spool_dir": str(spool),
     }
     values.update(extra)
-    return ArchiveConfig(**values)
+    return S3Settings(**values)
 
 
 @pytest.fixture(params=["local", "s3-moto", "s3-seaweedfs"])

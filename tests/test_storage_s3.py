@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 from botocore.exceptions import ClientError
 
+from archiver.config import ArchiveConfig
 from archiver.errors import (
     ArchiveConflict,
     ObjectNotFound,
@@ -78,8 +79,16 @@ async def test_single_put_stores_metadata_and_checksum(
     aws_env(seaweedfs_s3)
     bucket = await seaweedfs_s3.create_bucket()
     data = payload(70_000)
-    cfg = s3_config(seaweedfs_s3, bucket, tmp_path)
-    async with open_storage(cfg) as s3:
+    cfg = ArchiveConfig(
+        backend="s3",
+        bucket=bucket,
+        prefix="rec/",
+        endpoint_url=seaweedfs_s3.endpoint_url,
+        region=seaweedfs_s3.region,
+        addressing_style="path",
+        spool_dir=str(tmp_path),
+    )
+    async with open_storage(cfg) as s3:  # the factory builds it from [archive]
         assert s3.name == "s3"
         assert isinstance(s3, Storage)
         assert s3.describe(KEY) == f"s3://{bucket}/rec/{KEY}"

@@ -23,6 +23,10 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   use it to choose how to store the body, never to decide what was stored.
 * ``stat`` returns the size and SHA-256 the store holds for ``key`` (None when absent), from
   stored checksums where the backend has them; ``read`` streams the bytes back.
+* ``put_canary`` and ``delete_canary`` are what ``archiver check`` writes and removes: the
+  canary gets the shortest protection the store allows (S3 Object Lock: GOVERNANCE for a day,
+  never the bucket's default), ``Canary`` says until when and adds the backend's own notes
+  (S3: how overwrites are refused). The CLI knows no concrete backend.
 * Library errors are translated: missing key → ObjectNotFound; throttling, 5xx, timeouts →
   StorageUnavailable (transient); denied, missing bucket or folder, disk full → StorageDenied.
 """
@@ -34,6 +38,7 @@ import json
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from archiver.errors import ObjectNotFound, StorageError, VerificationFailed
@@ -53,6 +58,14 @@ class StoredObject:
 
 
 Sidecar = Callable[[StoredObject], bytes]
+
+
+@dataclass(frozen=True)
+class Canary:
+    """How ``put_canary`` stored the ``check`` command's canary."""
+
+    retained_until: datetime | None = None  # the store refuses to delete it before then
+    notes: tuple[str, ...] = ()  # lines ``check`` prints about how the store keeps the contract
 
 
 @runtime_checkable
@@ -92,6 +105,16 @@ class Storage(Protocol):
         ...
 
     def describe(self, key: str = "") -> str: ...
+
+    async def put_canary(self, key: str, data: bytes) -> Canary:
+        """``archiver check``: store ``data`` at ``key`` under the shortest protection the
+        store allows, read it back and verify it (VerificationFailed if it differs)."""
+        ...
+
+    async def delete_canary(self, key: str) -> None:
+        """Remove the canary and what it needed (an emptied folder), lifting the protection
+        ``put_canary`` gave it where the store allows; ObjectLocked when it refuses."""
+        ...
 
 
 def check_key(key: str) -> str:

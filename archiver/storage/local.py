@@ -28,7 +28,7 @@ import structlog
 
 from archiver.errors import ObjectNotFound, StorageDenied, StorageError
 from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, fsync_dir, make_dirs, open_new
-from archiver.storage.base import Sidecar, StoredObject, check_key, compare
+from archiver.storage.base import Canary, Sidecar, StoredObject, check_key, compare, single_chunk
 from archiver.storage.rules import dead_writers, remove_leftover, same_or_conflict, temp_name
 
 log = structlog.get_logger("archiver.storage.local")
@@ -394,6 +394,18 @@ class LocalStorage:
     async def verify(self, key: str, size: int, sha256: str, *, deep: bool = False) -> None:
         # Local has no stored checksum: every verification re-reads the file.
         compare(key, await self.stat(key), size, sha256, str(self.root / key))
+
+    async def put_canary(self, key: str, data: bytes) -> Canary:
+        """A plain put, read back: a local file has no retention to choose."""
+        stored = await self.put(key, single_chunk(data), content_type="text/plain")
+        await self.verify(key, stored.size, stored.sha256, deep=True)
+        return Canary()
+
+    async def delete_canary(self, key: str) -> None:
+        await self.delete(key)
+        if "/" in key:  # and the folder it needed, when now empty
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.rmdir, self.root / key.rsplit("/", 1)[0])
 
     async def delete(self, key: str) -> None:
         path = self._final(key)

@@ -44,6 +44,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -65,7 +66,6 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from archiver.config import ArchiveConfig
 from archiver.errors import (
     ObjectLocked,
     ObjectNotFound,
@@ -75,7 +75,15 @@ from archiver.errors import (
     VerificationFailed,
 )
 from archiver.modes import open_new, pid_alive
-from archiver.storage.base import Sidecar, StoredObject, check_key, compare, digest
+from archiver.storage.base import (
+    Canary,
+    Sidecar,
+    StoredObject,
+    check_key,
+    compare,
+    digest,
+    single_chunk,
+)
 from archiver.storage.rules import (
     dead_writers,
     remove_leftover,
@@ -91,6 +99,7 @@ DEFAULT_READ_CHUNK = 1024 * 1024
 DEFAULT_STALE_UPLOAD_AGE = timedelta(minutes=1)
 DEFAULT_MIN_RETENTION = timedelta(days=1)  # floor for a retain-until date already in the past
 DEFAULT_CLOCK_SLACK = timedelta(minutes=5)  # our clock vs the store's, for retention checks
+DEFAULT_LIST_PAGE = 1000  # keys per ListObjectsV2 request (the S3 maximum)
 DEFAULT_ABORT_TIMEOUT = 30.0  # seconds __aexit__ waits for aborts still running
 MAX_PARTS = 10_000  # the S3 limit on parts in one multipart upload
 SPOOL_PREFIX = "archiver-s3-"
@@ -341,6 +350,28 @@ class _Spool:
             self.path = None
 
 
+@dataclass(frozen=True)
+class S3Settings:
+    """What an S3Storage is built from (the factory fills it from ``[archive]``)."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str = ""  # "" = AWS
+    region: str = "us-east-1"
+    addressing_style: str = "auto"
+    storage_class: str = "STANDARD"
+    sse: str = ""
+    kms_key_id: str = ""
+    object_lock_mode: str = ""  # "" = no Object Lock required
+    retention_days: int = 0
+    legal_hold: bool = False
+    multipart_threshold: int = 64 * 2**20
+    part_size: int = 16 * 2**20
+    spool_dir: str = ""  # "" = the system temp folder
+    conditional_put: bool = True  # If-None-Match: * where the store honours it (probed)
+    list_page_size: int = DEFAULT_LIST_PAGE
+
+
 class S3Storage:
     """Archive into an S3 bucket (AWS or any S3-compatible store)."""
 
@@ -348,13 +379,13 @@ class S3Storage:
 
     def __init__(
         self,
-        cfg: ArchiveConfig,
+        settings: S3Settings,
         *,
         stale_upload_age: timedelta = DEFAULT_STALE_UPLOAD_AGE,
     ) -> None:
-        self.cfg = cfg
-        self.bucket = cfg.bucket
-        self.prefix = cfg.prefix
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.prefix = settings.prefix
         self.stale_upload_age = stale_upload_age
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -369,7 +400,7 @@ class S3Storage:
         self._io: ThreadPoolExecutor | None = None
         # Whether new objects are written with If-None-Match: * (found out by the first put
         # that needs to know, so read-only commands such as `verify` write nothing)
-        self.conditional: bool | None = None if cfg.conditional_put else False
+        self.conditional: bool | None = None if settings.conditional_put else False
         self._probing: asyncio.Lock | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -378,8 +409,8 @@ class S3Storage:
         started = datetime.now(UTC)
         stack = contextlib.AsyncExitStack()
         config = AioConfig(
-            region_name=self.cfg.region or None,
-            s3={"addressing_style": self.cfg.addressing_style},
+            region_name=self.settings.region or None,
+            s3={"addressing_style": self.settings.addressing_style},
             # Few botocore retries on purpose: archiver.retry retries whole operations on
             # StorageUnavailable, and stacking both would multiply attempts.
             retries={"mode": "standard", "max_attempts": 3},
@@ -389,11 +420,11 @@ class S3Storage:
                 # Credentials come only from the standard AWS chain (env, files, IMDS, ...).
                 self._client = await stack.enter_async_context(
                     get_session().create_client(
-                        "s3", endpoint_url=self.cfg.endpoint_url or None, config=config
+                        "s3", endpoint_url=self.settings.endpoint_url or None, config=config
                     )
                 )
             await self._check_bucket()
-            if self.cfg.object_lock_mode:
+            if self.settings.object_lock_mode:
                 await self._check_object_lock()
             await self._sweep_uploads(started)
             await asyncio.to_thread(self._sweep_spool)
@@ -445,7 +476,7 @@ class S3Storage:
         if not await self._object_lock_enabled():
             raise StorageDenied(
                 f"bucket {self.bucket} has no Object Lock configuration but "
-                f"archive.object_lock_mode = {self.cfg.object_lock_mode!r}; "
+                f"archive.object_lock_mode = {self.settings.object_lock_mode!r}; "
                 "refusing to write unprotected copies"
             )
 
@@ -474,7 +505,30 @@ class S3Storage:
             return None
         return _ceil_second(datetime.now(UTC) + DEFAULT_MIN_RETENTION)
 
-    async def put_canary(self, key: str, data: bytes, retain_until: datetime) -> None:
+    async def put_canary(self, key: str, data: bytes) -> Canary:
+        """In a bucket with Object Lock the canary gets an explicit GOVERNANCE retention of a
+        day, not the bucket's default (maybe COMPLIANCE for years) nor archive's own."""
+        until = await self.canary_retention()
+        sha = hashlib.sha256(data).hexdigest()
+        if until is None:
+            await self.put(key, single_chunk(data), content_type="text/plain")
+            await self.verify(key, len(data), sha, deep=True)
+        else:
+            await self._put_locked_canary(key, data, until)
+            # not verify(): the canary's retention is not the one archive requires
+            compare(key, await digest(self, key), len(data), sha, self.describe(key))
+        note = (
+            "overwrites refused by the store (If-None-Match honoured)"
+            if await self.conditional_writes()
+            else "overwrites refused by a HeadObject before each put "
+            "(conditional writes off or not honoured by this store)"
+        )
+        return Canary(until, (note,))
+
+    async def delete_canary(self, key: str) -> None:
+        await self.delete(key, bypass_governance=True)
+
+    async def _put_locked_canary(self, key: str, data: bytes, retain_until: datetime) -> None:
         """Store ``data`` at ``key`` under GOVERNANCE retention until ``retain_until``."""
         sha = hashlib.sha256(data)
         with _boundary(f"PutObject {self.describe(key)} (canary)"):
@@ -546,7 +600,7 @@ class S3Storage:
             return 0
 
     def _registry(self, pid: int | None = None) -> Path:
-        folder = Path(self.cfg.spool_dir or tempfile.gettempdir())
+        folder = Path(self.settings.spool_dir or tempfile.gettempdir())
         return folder / f"{UPLOADS_PREFIX}{pid or os.getpid()}.json"
 
     def _save_registry(self) -> None:
@@ -559,7 +613,7 @@ class S3Storage:
             return
         doc = {
             "pid": os.getpid(),
-            "endpoint": self.cfg.endpoint_url,
+            "endpoint": self.settings.endpoint_url,
             "bucket": self.bucket,
             "prefix": self.prefix,
             "keys": self._pending,
@@ -573,7 +627,7 @@ class S3Storage:
                 os.close(fd)
             os.replace(tmp, path)
         except OSError as exc:
-            raise _spool_error(exc, self.cfg.spool_dir) from exc
+            raise _spool_error(exc, self.settings.spool_dir) from exc
 
     def _others(self) -> tuple[dict[str, bool], set[str], list[Path]]:
         """From the registries of other processes on this store's bucket: the keys of dead
@@ -590,7 +644,7 @@ class S3Storage:
                 try:
                     doc = json.loads(path.read_text())
                     same = (doc["endpoint"], doc["bucket"], doc["prefix"]) == (
-                        self.cfg.endpoint_url,
+                        self.settings.endpoint_url,
                         self.bucket,
                         self.prefix,
                     )
@@ -642,18 +696,18 @@ class S3Storage:
         return aborted
 
     def _sweep_spool(self) -> None:
-        folder = Path(self.cfg.spool_dir or tempfile.gettempdir())
+        folder = Path(self.settings.spool_dir or tempfile.gettempdir())
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _spool_error(exc, self.cfg.spool_dir) from exc
+            raise _spool_error(exc, self.settings.spool_dir) from exc
         for leftover, _ in dead_writers(folder, SPOOL_PREFIX, ".part"):
             remove_leftover(leftover, "storage.spool_removed", leftover.name)
 
     # -- names -----------------------------------------------------------------------------------
 
     def _endpoint(self) -> str:
-        return self.cfg.endpoint_url or f"AWS S3 ({self.cfg.region})"
+        return self.settings.endpoint_url or f"AWS S3 ({self.settings.region})"
 
     def _full(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -676,9 +730,9 @@ class S3Storage:
     ) -> StoredObject:
         full = self._full(key)
         spool = _Spool(
-            self.cfg.multipart_threshold,
-            self.cfg.part_size,
-            self.cfg.spool_dir,
+            self.settings.multipart_threshold,
+            self.settings.part_size,
+            self.settings.spool_dir,
             size_hint,
             self._io,
         )
@@ -757,16 +811,16 @@ class S3Storage:
             "Metadata": meta,
         }
         # STANDARD is S3's default; leaving it out spares stores that reject the header.
-        if self.cfg.storage_class and self.cfg.storage_class != "STANDARD":
-            args["StorageClass"] = self.cfg.storage_class
-        if self.cfg.sse:
-            args["ServerSideEncryption"] = self.cfg.sse
-            if self.cfg.kms_key_id:
-                args["SSEKMSKeyId"] = self.cfg.kms_key_id
-        if self.cfg.object_lock_mode:
-            args["ObjectLockMode"] = self.cfg.object_lock_mode
+        if self.settings.storage_class and self.settings.storage_class != "STANDARD":
+            args["StorageClass"] = self.settings.storage_class
+        if self.settings.sse:
+            args["ServerSideEncryption"] = self.settings.sse
+            if self.settings.kms_key_id:
+                args["SSEKMSKeyId"] = self.settings.kms_key_id
+        if self.settings.object_lock_mode:
+            args["ObjectLockMode"] = self.settings.object_lock_mode
             args["ObjectLockRetainUntilDate"] = self._retain_until(meta.get(DATE_META))
-            if self.cfg.legal_hold:
+            if self.settings.legal_hold:
                 args["ObjectLockLegalHoldStatus"] = "ON"
         return args
 
@@ -775,7 +829,9 @@ class S3Storage:
         base = _parse_date(date_created) or now
         # A recording older than its retention period is still written protected for a day:
         # S3 refuses a retain-until date in the past.
-        until = max(base + timedelta(days=self.cfg.retention_days), now + DEFAULT_MIN_RETENTION)
+        until = max(
+            base + timedelta(days=self.settings.retention_days), now + DEFAULT_MIN_RETENTION
+        )
         return _ceil_second(until)
 
     async def _put_multipart(
@@ -941,19 +997,19 @@ class S3Storage:
                 raise VerificationFailed(
                     f"{where}: archived copy has sha256 {value} ({source}), expected {sha256}"
                 )
-        if self.cfg.object_lock_mode:
+        if self.settings.object_lock_mode:
             self._verify_lock(where, head)
         if deep:
             compare(key, await digest(self, key), size, sha256, where)
 
     def _verify_lock(self, where: str, head: Mapping[str, Any]) -> None:
         mode = head.get("ObjectLockMode")
-        if mode != self.cfg.object_lock_mode:
+        if mode != self.settings.object_lock_mode:
             raise VerificationFailed(
                 f"{where}: Object Lock mode is {mode or 'absent'}, "
-                f"expected {self.cfg.object_lock_mode}"
+                f"expected {self.settings.object_lock_mode}"
             )
-        retention = timedelta(days=self.cfg.retention_days)
+        retention = timedelta(days=self.settings.retention_days)
         created = _parse_date(head.get("Metadata", {}).get(DATE_META))
         if created is not None:
             required = (created + retention).replace(microsecond=0)
@@ -966,7 +1022,7 @@ class S3Storage:
                 f"{where}: Object Lock retains until {until or 'never'}, "
                 f"expected at least {required.isoformat()}"
             )
-        if self.cfg.legal_hold and head.get("ObjectLockLegalHoldStatus") != "ON":
+        if self.settings.legal_hold and head.get("ObjectLockLegalHoldStatus") != "ON":
             raise VerificationFailed(f"{where}: legal hold is not ON")
 
     # -- delete ----------------------------------------------------------------------------------
