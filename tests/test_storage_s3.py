@@ -30,7 +30,8 @@ from archiver.errors import (
 )
 from archiver.storage import open_storage
 from archiver.storage.base import Storage, StoredObject, single_chunk
-from archiver.storage.s3 import S3Storage, _from_client_error
+from archiver.storage.s3 import S3Storage
+from archiver.storage.s3_errors import from_client_error
 from tests import s3_servers
 from tests.s3_servers import S3Proxy, S3Server, free_port
 from tests.test_storage_contract import KEY, META, PART, chunks, payload, read_all, s3_config
@@ -577,7 +578,7 @@ def test_client_errors_translated(code: str, status: int, kind: type[StorageErro
         {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
         "PutObject",
     )
-    got = _from_client_error(exc, "PutObject s3://b/k")
+    got = from_client_error(exc, "PutObject s3://b/k")
     assert type(got) is kind
     assert code in str(got)
 
