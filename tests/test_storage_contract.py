@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from archiver.errors import (
     StorageError,
     VerificationFailed,
 )
-from archiver.storage.base import Storage, StoredObject, digest, single_chunk
+from archiver.storage import local as local_storage
+from archiver.storage.base import Canary, Storage, StoredObject, digest, single_chunk
 from archiver.storage.local import LocalStorage
 from archiver.storage.s3 import S3Settings, S3Storage
 from tests import s3_servers
@@ -56,6 +59,9 @@ class Backend:
     fingerprint: Callable[[str], Awaitable[Any]]
     # Temp files and in-progress multipart uploads a put left behind
     leftovers: Callable[[], Awaitable[list[str]]]
+    # While entered, what a put stores is changed right after it is stored, before the put
+    # returns (None where there is no way in: the backend does not claim to read back)
+    corrupting: Callable[[], AbstractContextManager[None]] | None = None
 
 
 def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> S3Settings:
@@ -113,7 +119,21 @@ def _local_backend(storage: LocalStorage, root: Path) -> Backend:
         found = [p for p in root.rglob("*.part*") if p.is_file()]
         return sorted(str(p.relative_to(root)) for p in found)
 
-    return Backend(storage, overwrite, fingerprint, leftovers)
+    @contextmanager
+    def corrupting() -> Iterator[None]:
+        move = local_storage._move
+
+        def move_then_flip(src: Path, dst: Path, dir_mode: int) -> None:
+            move(src, dst, dir_mode)
+            data = bytearray(dst.read_bytes() or b"\0")
+            data[-1] ^= 0xFF
+            dst.write_bytes(bytes(data))
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(local_storage, "_move", move_then_flip)
+            yield
+
+    return Backend(storage, overwrite, fingerprint, leftovers, corrupting)
 
 
 def _s3_backend(storage: S3Storage, raw: Any, bucket: str, spool: Path) -> Backend:
@@ -316,6 +336,97 @@ async def test_delete_removes_the_object(backend: Backend) -> None:
     await put(backend.storage, b"canary")
     await backend.storage.delete(KEY)
     assert await backend.storage.stat(KEY) is None
+
+
+# -- size_hint: how to store, never what ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [100_000, 2 * PART + 123], ids=["small", "multipart"])
+async def test_a_wrong_size_hint_changes_nothing_stored(backend: Backend, size: int) -> None:
+    data = payload(size)
+    for n, hint in enumerate([0, 1, size - 1, size, size + 1, 3 * PART]):
+        key = f"AC0123/2024/05/06/RE{n:04}.wav"
+        got = await put(backend.storage, data, key, size_hint=hint)
+        assert got == stored(data, key), f"hint {hint}"
+        assert await backend.storage.stat(key) == stored(data, key), f"hint {hint}"
+        assert await read_all(backend.storage, key) == data
+        await backend.storage.verify(key, len(data), got.sha256, deep=True)
+    assert await backend.leftovers() == []
+
+
+# -- the durable step: what the backend declares, it does --------------------------------------
+
+
+def sidecar_of(tag: str) -> Callable[[StoredObject], bytes]:
+    def sidecar(obj: StoredObject) -> bytes:
+        return json.dumps({"tag": tag, "size": obj.size, "sha256": obj.sha256}).encode()
+
+    return sidecar
+
+
+async def test_put_with_a_sidecar_does_what_the_backend_declares(backend: Backend) -> None:
+    storage, data = backend.storage, payload(70_000)
+    side_key = KEY + ".json"
+    got = await put(storage, data, sidecar=sidecar_of("first"))
+    assert got == stored(data)
+    assert got.sidecar_written is storage.put_writes_sidecar
+    assert got.read_back is storage.put_reads_back
+    if storage.put_writes_sidecar:
+        assert await read_all(storage, side_key) == sidecar_of("first")(stored(data))
+    else:
+        assert await storage.stat(side_key) is None  # ignored: the caller writes it
+    # the same bytes again: a no-op for the audio, while the sidecar is replaced
+    again = await put(storage, data, sidecar=sidecar_of("again"))
+    assert (again.sidecar_written, again.read_back) == (
+        storage.put_writes_sidecar,
+        storage.put_reads_back,
+    )
+    if storage.put_writes_sidecar:
+        assert await read_all(storage, side_key) == sidecar_of("again")(stored(data))
+    # without a sidecar nothing claims one was written
+    plain = await put(storage, data, "AC0123/plain.wav")
+    assert not plain.sidecar_written
+    assert plain.read_back is storage.put_reads_back
+    assert await backend.leftovers() == []
+
+
+async def test_a_conflict_writes_no_sidecar(backend: Backend) -> None:
+    old, new = payload(1000, seed=1), payload(1000, seed=2)
+    await put(backend.storage, old, sidecar=sidecar_of("old"))
+    with pytest.raises(ArchiveConflict):
+        await put(backend.storage, new, sidecar=sidecar_of("new"))
+    if backend.storage.put_writes_sidecar:
+        assert await read_all(backend.storage, KEY + ".json") == sidecar_of("old")(stored(old))
+    else:
+        assert await backend.storage.stat(KEY + ".json") is None
+    assert await backend.leftovers() == []
+
+
+@pytest.mark.parametrize("size", [1000, 3 * MiB], ids=["short", "streamed"])
+async def test_a_backend_that_reads_back_catches_bytes_changed_as_they_were_stored(
+    backend: Backend, size: int
+) -> None:
+    if not backend.storage.put_reads_back:
+        assert backend.corrupting is None  # nothing claimed, nothing to catch
+        pytest.skip(f"{backend.storage.name} does not claim to read back")
+    assert backend.corrupting is not None
+    with backend.corrupting(), pytest.raises(VerificationFailed):
+        await put(backend.storage, payload(size), sidecar=sidecar_of("x"))
+
+
+# -- the check command's canary ----------------------------------------------------------------
+
+
+async def test_canary_is_stored_verified_and_removed(backend: Backend) -> None:
+    key, data = "archiver-check/canary-1.txt", b"archiver canary\n"
+    canary = await backend.storage.put_canary(key, data)
+    assert isinstance(canary, Canary)
+    assert canary.retained_until is None  # none of these buckets has Object Lock
+    assert all(isinstance(note, str) and note for note in canary.notes)
+    assert await backend.storage.stat(key) == stored(data, key)
+    await backend.storage.delete_canary(key)
+    assert await backend.storage.stat(key) is None
+    assert await backend.leftovers() == []
 
 
 def test_no_environment_leaks() -> None:

@@ -15,12 +15,16 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   exactly ``size`` bytes with ``sha256`` at ``key`` (and whatever protection the backend is
   configured to require, e.g. S3 Object Lock retention). ``deep`` re-reads the bytes even where
   stored checksums would do.
-* ``put`` may take ``sidecar``, a function of the stored object giving the bytes of its
-  sidecar; a backend that can store it at ``key + ".json"`` (replacing it) in the same durable
-  step does so and sets ``sidecar_written``; one that re-read what it stored sets ``read_back``.
-  Callers write the sidecar and verify themselves when those flags are not set.
+* The durable step is declared, not guessed: a backend with ``put_writes_sidecar`` stores
+  ``sidecar(stored)`` (``sidecar`` is a function of the stored object giving its sidecar's
+  bytes) at ``key + ".json"``, replacing it, in the same durable step as the object, and sets
+  ``sidecar_written`` on what ``put`` returns; a conflict writes no sidecar. A backend with
+  ``put_reads_back`` re-reads what ``key`` holds before ``put`` returns (VerificationFailed
+  if it differs) and sets ``read_back``. A backend without them ignores ``sidecar`` and never
+  sets the flags; callers then write the sidecar and verify themselves.
 * ``size_hint`` is the length the body declares (a Content-Length), when known: a backend may
-  use it to choose how to store the body, never to decide what was stored.
+  use it to choose how to store the body, never to decide what was stored: a wrong hint
+  changes neither what is stored nor what ``put`` returns.
 * ``stat`` returns the size and SHA-256 the store holds for ``key`` (None when absent), from
   stored checksums where the backend has them; ``read`` streams the bytes back.
 * ``put_canary`` and ``delete_canary`` are what ``archiver check`` writes and removes: the
@@ -72,7 +76,9 @@ class Canary:
 class Storage(Protocol):
     """One archive backend. Open it with ``async with``."""
 
-    name: str
+    name: str  # equals the config's archive.backend
+    put_writes_sidecar: bool  # put(sidecar=...) stores the sidecar in the same durable step
+    put_reads_back: bool  # put re-reads and compares what it stored before it returns
 
     async def __aenter__(self) -> Storage: ...
 

@@ -138,6 +138,9 @@ class LocalStorage:
     """Archive into a folder on local disk."""
 
     name = "local"
+    # the rename, the sidecar and one folder fsync for both, then the re-read: one thread hop
+    put_writes_sidecar = True
+    put_reads_back = True
 
     def __init__(
         self,

@@ -120,6 +120,9 @@ class S3Storage:
     """Archive into an S3 bucket (AWS or any S3-compatible store)."""
 
     name = "s3"
+    # a sidecar is a separate object here, and put does not re-read: the caller verifies
+    put_writes_sidecar = False
+    put_reads_back = False
 
     def __init__(
         self,
