@@ -27,6 +27,7 @@ from archiver.errors import (
 from archiver.storage import local as local_storage
 from archiver.storage.base import Canary, Storage, StoredObject, digest, single_chunk
 from archiver.storage.local import LocalStorage
+from archiver.storage.rules import temp_name
 from archiver.storage.s3 import S3Settings, S3Storage
 from tests import s3_servers
 from tests.s3_servers import S3Server
@@ -38,6 +39,7 @@ seaweedfs_s3 = s3_servers.seaweedfs_s3
 
 MiB = 2**20
 PART = 5 * MiB
+LIST_PAGE = 4  # S3 lists this many keys per request here: listings in the suite span pages
 KEY = "AC0123/2024/05/06/RE0001.wav"
 META = {
     "sid": "RE0001",
@@ -62,6 +64,8 @@ class Backend:
     # While entered, what a put stores is changed right after it is stored, before the put
     # returns (None where there is no way in: the backend does not claim to read back)
     corrupting: Callable[[], AbstractContextManager[None]] | None = None
+    # Leave, for key, what a writer killed in the middle of its put leaves in the store
+    abandoned: Callable[[str], Awaitable[None]] | None = None
 
 
 def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> S3Settings:
@@ -74,6 +78,7 @@ def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> S3Set
         "multipart_threshold": PART,
         "part_size": PART,
         "spool_dir": str(spool),
+        "list_page_size": LIST_PAGE,
     }
     values.update(extra)
     return S3Settings(**values)
@@ -133,7 +138,12 @@ def _local_backend(storage: LocalStorage, root: Path) -> Backend:
             mp.setattr(local_storage, "_move", move_then_flip)
             yield
 
-    return Backend(storage, overwrite, fingerprint, leftovers, corrupting)
+    async def abandoned(key: str) -> None:
+        folder = (root / key).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / temp_name(local_storage.TMP_PREFIX, ".part")).write_bytes(b"half")
+
+    return Backend(storage, overwrite, fingerprint, leftovers, corrupting, abandoned)
 
 
 def _s3_backend(storage: S3Storage, raw: Any, bucket: str, spool: Path) -> Backend:
@@ -156,7 +166,10 @@ def _s3_backend(storage: S3Storage, raw: Any, bucket: str, spool: Path) -> Backe
         resp = await raw.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
         return files + [f"upload:{u['Key']}" for u in resp.get("Uploads", [])]
 
-    return Backend(storage, overwrite, fingerprint, leftovers)
+    async def abandoned(key: str) -> None:
+        await raw.create_multipart_upload(Bucket=bucket, Key=prefix + key)
+
+    return Backend(storage, overwrite, fingerprint, leftovers, abandoned=abandoned)
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -412,6 +425,91 @@ async def test_a_backend_that_reads_back_catches_bytes_changed_as_they_were_stor
     assert backend.corrupting is not None
     with backend.corrupting(), pytest.raises(VerificationFailed):
         await put(backend.storage, payload(size), sidecar=sidecar_of("x"))
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+async def listed(storage: Storage, prefix: str = "") -> list[tuple[str, int]]:
+    """What ``list`` streams, sorted: the order is the store's (SeaweedFS: folder by folder)."""
+    found = [obj async for obj in storage.list(prefix)]
+    for obj in found:
+        assert obj.sha256 == ""  # neither backend has it without reading the object
+    keys = [obj.key for obj in found]
+    assert len(set(keys)) == len(keys)  # each key once, across pages too
+    return sorted((obj.key, obj.size) for obj in found)
+
+
+NESTED = [
+    "AC0123/2024/05/06/RE0001.wav",
+    "AC0123/2024/05/06/RE0001.wav.json",
+    "AC0123/2024/05/06/RE0002.mp4",
+    "AC0123/2024/05/07/RE0003.wav",
+    "AC0123/2024/12/31/RE0004.wav",
+    "AC0123/2024-notes.txt",  # shares "AC0123/2024" with a folder
+    "AC9999/2025/01/01/RE0005.wav",
+    "top.txt",
+]
+
+
+async def test_list_of_an_empty_store_is_empty(backend: Backend) -> None:
+    assert await listed(backend.storage) == []
+    assert await listed(backend.storage, "AC0123/") == []
+    assert await listed(backend.storage, "AC0123/2024/05/06/RE") == []
+
+
+async def test_list_streams_every_nested_key_under_a_prefix(backend: Backend) -> None:
+    for n, key in enumerate(NESTED):
+        await put(backend.storage, payload(100 + n, seed=n), key)
+    everything = sorted((key, 100 + n) for n, key in enumerate(NESTED))
+    assert await listed(backend.storage) == everything
+    for prefix in ("AC0123/", "AC0123/2024/05/", "AC0123/2024/05/06/RE0001", "AC0123/2024", "t"):
+        want = [(k, size) for k, size in everything if k.startswith(prefix)]
+        assert await listed(backend.storage, prefix) == want, prefix
+    assert await listed(backend.storage, "AC5555/") == []
+    assert await listed(backend.storage, "top.txt/") == []  # a key, not a folder
+    await backend.storage.delete("top.txt")
+    assert ("top.txt", 107) not in await listed(backend.storage)
+
+
+async def test_list_spans_more_keys_than_one_page(backend: Backend) -> None:
+    keys = [f"AC0123/2024/05/06/RE{n:04}.wav" for n in range(3 * LIST_PAGE + 1)]
+    await asyncio.gather(
+        *(put(backend.storage, payload(10, seed=n), k) for n, k in enumerate(keys))
+    )
+    assert await listed(backend.storage, "AC0123/") == [(k, 10) for k in keys]
+
+
+@pytest.mark.parametrize("size", [100_000, PART + 300_000], ids=["buffered", "spooled"])
+async def test_list_shows_no_temp_file_nor_upload_in_flight(backend: Backend, size: int) -> None:
+    await put(backend.storage, b"done", "AC0123/2024/05/06/RE0001.wav")
+    assert backend.abandoned is not None
+    await backend.abandoned("AC0123/2024/05/06/RE0009.wav")  # a killed writer's
+    sent = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        async for chunk in chunks(payload(size)):
+            yield chunk
+        sent.set()
+        await asyncio.Event().wait()  # in flight while the listing runs
+        yield b"never"
+
+    task = asyncio.create_task(
+        backend.storage.put("AC0123/2024/05/06/RE0002.wav", stalls(), content_type="audio/wav")
+    )
+    try:
+        await asyncio.wait_for(sent.wait(), timeout=30)
+        assert await listed(backend.storage) == [("AC0123/2024/05/06/RE0001.wav", 4)]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_list_refuses_an_unsafe_prefix(backend: Backend) -> None:
+    for prefix in ("../", "/abs", "a/../", "a//", "./"):
+        with pytest.raises(StorageError, match="archive key"):
+            await listed(backend.storage, prefix)
 
 
 # -- the check command's canary ----------------------------------------------------------------

@@ -268,14 +268,45 @@ async def test_existing_object_without_sha_is_compared_by_content(
 
 @contextlib.asynccontextmanager
 async def behind_proxy(
-    server: S3Server, tmp_path: Path, **proxy: Any
+    server: S3Server, tmp_path: Path, list_page_size: int = 1000, **proxy: Any
 ) -> AsyncIterator[tuple[S3Proxy, S3Storage, str]]:
     """S3Storage on a new bucket of ``server``, every request through a recording S3Proxy."""
     bucket = await server.create_bucket()
     async with S3Proxy(server, **proxy) as via:
-        cfg = s3_config(server, bucket, tmp_path, endpoint_url=via.endpoint_url)
+        cfg = s3_config(
+            server,
+            bucket,
+            tmp_path,
+            endpoint_url=via.endpoint_url,
+            list_page_size=list_page_size,
+        )
         async with S3Storage(cfg) as s3:
             yield via, s3, bucket
+
+
+async def test_list_asks_for_one_page_at_a_time(
+    moto_s3: S3Server, aws_env: Env, tmp_path: Path
+) -> None:
+    aws_env(moto_s3)
+    async with behind_proxy(moto_s3, tmp_path, list_page_size=3) as (proxy, s3, _bucket):
+        keys = [f"AC0/2024/05/06/RE{n:04}.wav" for n in range(7)]
+        for key in keys:
+            await s3.put(key, single_chunk(b"x"), content_type="audio/wav")
+        queries: list[str] = []
+
+        async def note(method: str, path: str, query: str) -> None:
+            if "list-type=2" in query:
+                queries.append(query)
+
+        proxy.before = note
+        listing = s3.list("AC0/")
+        first = await anext(listing)
+        assert first.key == keys[0]
+        assert len(queries) == 1  # streamed: the next page is asked for when it is reached
+        assert "max-keys=3" in queries[0]
+        rest = [obj.key async for obj in listing]
+    assert [first.key, *rest] == keys
+    assert len(queries) == 3  # 3 + 3 + 1
 
 
 @pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "head-first"])

@@ -31,6 +31,15 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   canary gets the shortest protection the store allows (S3 Object Lock: GOVERNANCE for a day,
   never the bucket's default), ``Canary`` says until when and adds the backend's own notes
   (S3: how overwrites are refused). The CLI knows no concrete backend.
+* ``list(prefix)`` streams a StoredObject for every key that starts with ``prefix`` ("" for
+  all; any string, not only a folder), each once, a page (S3 ListObjectsV2) or one folder
+  (local) at a time: never the whole listing in memory. The order is the store's (local and
+  AWS: key order; SeaweedFS: folder by folder): callers must not depend on it. ``size`` is
+  the stored size; ``sha256`` is "" where the store cannot give it without reading the object
+  (both backends today: ask ``stat``). Temp files, spool files, in-flight or incomplete
+  uploads and names that are not keys (``check_key`` refuses them: our probe objects, foreign
+  files) are never listed; a key put meanwhile may or may not be. A missing folder lists
+  nothing; an unsafe prefix raises StorageError like an unsafe key.
 * Library errors are translated: missing key → ObjectNotFound; throttling, 5xx, timeouts →
   StorageUnavailable (transient); denied, missing bucket or folder, disk full → StorageDenied.
 """
@@ -102,6 +111,8 @@ class Storage(Protocol):
 
     async def verify(self, key: str, size: int, sha256: str, *, deep: bool = False) -> None: ...
 
+    def list(self, prefix: str = "") -> AsyncIterator[StoredObject]: ...
+
     async def delete(self, key: str) -> None: ...
 
     async def sweep(self) -> int:
@@ -131,6 +142,22 @@ def check_key(key: str) -> str:
         if segment in ("", ".", "..") or not _SEGMENT.match(segment):
             raise StorageError(f"archive key {key!r} has an unsafe segment {segment!r}")
     return key
+
+
+def is_key(key: str) -> bool:
+    """Whether ``key`` is one :func:`check_key` accepts (a listing skips the others)."""
+    try:
+        check_key(key)
+    except StorageError:
+        return False
+    return True
+
+
+def check_prefix(prefix: str) -> str:
+    """Refuse a listing prefix that no safe key could start with (as :func:`check_key`)."""
+    if prefix:
+        check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
 
 
 async def digest(storage: Storage, key: str) -> StoredObject:

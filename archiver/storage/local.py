@@ -28,7 +28,16 @@ import structlog
 
 from archiver.errors import ObjectNotFound, StorageDenied, StorageError
 from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, fsync_dir, make_dirs, open_new
-from archiver.storage.base import Canary, Sidecar, StoredObject, check_key, compare, single_chunk
+from archiver.storage.base import (
+    Canary,
+    Sidecar,
+    StoredObject,
+    check_key,
+    check_prefix,
+    compare,
+    is_key,
+    single_chunk,
+)
 from archiver.storage.rules import dead_writers, remove_leftover, same_or_conflict, temp_name
 
 log = structlog.get_logger("archiver.storage.local")
@@ -121,6 +130,26 @@ def _write(fh: BinaryIO, h: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         fh.write(chunk)
         h.update(chunk)
+
+
+def _scan(folder: Path, start: str) -> list[tuple[str, int | None]]:
+    """The entries of ``folder`` that can be keys (never temp files: their names start with a
+    dot) and start with ``start``, in key order: (name, size), size None for a folder."""
+    found: list[tuple[str, int | None]] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.startswith(start) or not is_key(entry.name):
+                continue
+            try:
+                if entry.is_dir():
+                    found.append((entry.name, None))
+                elif entry.is_file():
+                    found.append((entry.name, entry.stat().st_size))
+            except FileNotFoundError:
+                continue  # removed meanwhile
+    # a folder's keys continue with "/": sorted so, the order is S3's (byte order of keys)
+    found.sort(key=lambda e: e[0] + "/" if e[1] is None else e[0])
+    return found
 
 
 async def _settled(job: asyncio.Future[T]) -> T:
@@ -393,6 +422,30 @@ class LocalStorage:
                 yield chunk
         finally:
             fh.close()
+
+    async def list(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        """Walks the folders with os.scandir, one folder read at a time in a worker thread."""
+        folder, _, start = check_prefix(prefix).rpartition("/")
+        async for obj in self._walk(folder, start):
+            yield obj
+
+    async def _walk(self, folder: str, start: str = "") -> AsyncIterator[StoredObject]:
+        """The keys in ``folder`` ("" for the root) and below whose name in ``folder`` starts
+        with ``start``, in key order."""
+        path = self.root / folder
+        try:
+            entries = await asyncio.to_thread(_scan, path, start)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # no such folder: no keys under it
+        except OSError as exc:
+            raise _translate(exc, f"listing {path}") from exc
+        for name, size in entries:
+            key = f"{folder}/{name}" if folder else name
+            if size is None:
+                async for obj in self._walk(key):
+                    yield obj
+            else:
+                yield StoredObject(key, size, "")  # a SHA-256 would mean reading the file
 
     async def verify(self, key: str, size: int, sha256: str, *, deep: bool = False) -> None:
         # Local has no stored checksum: every verification re-reads the file.

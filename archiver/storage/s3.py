@@ -56,8 +56,10 @@ from archiver.storage.base import (
     Sidecar,
     StoredObject,
     check_key,
+    check_prefix,
     compare,
     digest,
+    is_key,
     single_chunk,
 )
 from archiver.storage.rules import same_or_conflict
@@ -547,6 +549,25 @@ class S3Storage:
                 yield chunk
         finally:
             stream.close()
+
+    async def list(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        """ListObjectsV2, one page of ``list_page_size`` keys at a time."""
+        what = f"ListObjectsV2 {self.describe(check_prefix(prefix))}"
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket,
+            Prefix=self.prefix + prefix,
+            PaginationConfig={"PageSize": self.settings.list_page_size},
+        ).__aiter__()
+        while True:
+            with boundary(what):
+                page = await anext(pages, None)
+            if page is None:
+                return
+            for item in page.get("Contents", []):
+                key = item["Key"][len(self.prefix) :]
+                if is_key(key):  # not our probe object, nor a name no key can have
+                    yield StoredObject(key, int(item["Size"]), "")  # the listing has no SHA-256
 
     async def verify(self, key: str, size: int, sha256: str, *, deep: bool = False) -> None:
         where = self.describe(key)
