@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import hashlib
 import json
 import os
 import shlex
@@ -49,7 +47,7 @@ from archiver.progress import Progress
 from archiver.server import Health, HealthServer
 from archiver.source import open_source
 from archiver.storage import open_storage
-from archiver.storage.base import check_sidecar, compare, digest, single_chunk
+from archiver.storage.base import check_sidecar
 from archiver.sync import PassResult, Syncer, lag_seconds
 
 log = structlog.get_logger("archiver.cli")
@@ -660,42 +658,17 @@ async def cmd_check(cfg: Config) -> int:
     async with open_storage(cfg.archive) as storage:
         key = f"archiver-check/canary-{os.getpid()}-{int(time.time())}.txt"
         data = f"archiver canary {datetime.now(UTC).isoformat()}\n".encode()
-        sha = hashlib.sha256(data).hexdigest()
-        s3 = None
-        if cfg.archive.backend == "s3":
-            from archiver.storage.s3 import S3Storage
-
-            s3 = storage if isinstance(storage, S3Storage) else None
-        # a canary in an Object Lock bucket gets the shortest retention the bucket allows, not
-        # its default (maybe COMPLIANCE for years) nor archive.retention_days
-        until = None if s3 is None else await s3.canary_retention()
-        if s3 is not None and until is not None:
-            await s3.put_canary(key, data, until)
-            compare(key, await digest(storage, key), len(data), sha, storage.describe(key))
-        else:
-            await storage.put(key, single_chunk(data), content_type="text/plain")
-            await storage.verify(key, len(data), sha, deep=True)
+        canary = await storage.put_canary(key, data)
         print(f"archive      ok: wrote, read back and verified {storage.describe(key)}")
-        if until is not None:
+        if canary.retained_until is not None:
             print(
-                f"             canary under Object Lock GOVERNANCE until {until.isoformat()} "
-                "(the shortest retention this bucket allows)"
+                "             canary under Object Lock GOVERNANCE until "
+                f"{canary.retained_until.isoformat()} (the shortest retention this bucket allows)"
             )
-        if s3 is not None:
-            print(
-                "             overwrites refused by the store (If-None-Match honoured)"
-                if await s3.conditional_writes()
-                else "             overwrites refused by a HeadObject before each put "
-                "(conditional writes off or not honoured by this store)"
-            )
+        for note in canary.notes:
+            print(f"             {note}")
         try:
-            if s3 is not None:
-                await s3.delete(key, bypass_governance=True)
-            else:
-                await storage.delete(key)
-                # and the folder it needed, when now empty
-                with contextlib.suppress(OSError):
-                    os.rmdir(storage.describe(key.rsplit("/", 1)[0]))
+            await storage.delete_canary(key)
             print("             canary removed")
         except ObjectLocked as exc:
             print(f"             canary kept: {exc}; it is {len(data)} bytes")

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from archiver.config import ArchiveConfig
 from archiver.errors import ObjectLocked
 from archiver.simulator import RestcommSimulator
 from archiver.storage.base import single_chunk
-from archiver.storage.s3 import S3Storage
+from archiver.storage.s3 import S3Settings, S3Storage
 from tests import s3_servers
 from tests.s3_servers import S3Server
 from tests.test_cli import TOKEN, run_cli
@@ -71,8 +70,7 @@ async def test_a_refused_delete_of_a_locked_object_names_the_lock(
 ) -> None:
     aws_env(seaweedfs_s3)
     bucket = await compliance_bucket(seaweedfs_s3, days=2)
-    cfg = ArchiveConfig(
-        backend="s3",
+    cfg = S3Settings(
         bucket=bucket,
         prefix="calls/",
         endpoint_url=seaweedfs_s3.endpoint_url,

@@ -8,24 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from archiver.config import ArchiveConfig
 from archiver.errors import (
     ArchiveConflict,
     ObjectNotFound,
     StorageError,
     VerificationFailed,
 )
-from archiver.storage.base import Storage, StoredObject, digest, single_chunk
+from archiver.storage import local as local_storage
+from archiver.storage.base import Canary, Storage, StoredObject, digest, single_chunk
 from archiver.storage.local import LocalStorage
-from archiver.storage.s3 import S3Storage
+from archiver.storage.rules import temp_name
+from archiver.storage.s3 import S3Settings, S3Storage
 from tests import s3_servers
 from tests.s3_servers import S3Server
 
@@ -36,6 +39,7 @@ seaweedfs_s3 = s3_servers.seaweedfs_s3
 
 MiB = 2**20
 PART = 5 * MiB
+LIST_PAGE = 4  # S3 lists this many keys per request here: listings in the suite span pages
 KEY = "AC0123/2024/05/06/RE0001.wav"
 META = {
     "sid": "RE0001",
@@ -57,11 +61,15 @@ class Backend:
     fingerprint: Callable[[str], Awaitable[Any]]
     # Temp files and in-progress multipart uploads a put left behind
     leftovers: Callable[[], Awaitable[list[str]]]
+    # While entered, what a put stores is changed right after it is stored, before the put
+    # returns (None where there is no way in: the backend does not claim to read back)
+    corrupting: Callable[[], AbstractContextManager[None]] | None = None
+    # Leave, for key, what a writer killed in the middle of its put leaves in the store
+    abandoned: Callable[[str], Awaitable[None]] | None = None
 
 
-def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> ArchiveConfig:
+def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> S3Settings:
     values: dict[str, Any] = {
-        "backend": "s3",
         "bucket": bucket,
         "prefix": "rec/",
         "endpoint_url": server.endpoint_url,
@@ -70,9 +78,10 @@ def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> Archi
         "multipart_threshold": PART,
         "part_size": PART,
         "spool_dir": str(spool),
+        "list_page_size": LIST_PAGE,
     }
     values.update(extra)
-    return ArchiveConfig(**values)
+    return S3Settings(**values)
 
 
 @pytest.fixture(params=["local", "s3-moto", "s3-seaweedfs"])
@@ -115,7 +124,26 @@ def _local_backend(storage: LocalStorage, root: Path) -> Backend:
         found = [p for p in root.rglob("*.part*") if p.is_file()]
         return sorted(str(p.relative_to(root)) for p in found)
 
-    return Backend(storage, overwrite, fingerprint, leftovers)
+    @contextmanager
+    def corrupting() -> Iterator[None]:
+        move = local_storage._move
+
+        def move_then_flip(src: Path, dst: Path, dir_mode: int) -> None:
+            move(src, dst, dir_mode)
+            data = bytearray(dst.read_bytes() or b"\0")
+            data[-1] ^= 0xFF
+            dst.write_bytes(bytes(data))
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(local_storage, "_move", move_then_flip)
+            yield
+
+    async def abandoned(key: str) -> None:
+        folder = (root / key).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / temp_name(local_storage.TMP_PREFIX, ".part")).write_bytes(b"half")
+
+    return Backend(storage, overwrite, fingerprint, leftovers, corrupting, abandoned)
 
 
 def _s3_backend(storage: S3Storage, raw: Any, bucket: str, spool: Path) -> Backend:
@@ -138,7 +166,10 @@ def _s3_backend(storage: S3Storage, raw: Any, bucket: str, spool: Path) -> Backe
         resp = await raw.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
         return files + [f"upload:{u['Key']}" for u in resp.get("Uploads", [])]
 
-    return Backend(storage, overwrite, fingerprint, leftovers)
+    async def abandoned(key: str) -> None:
+        await raw.create_multipart_upload(Bucket=bucket, Key=prefix + key)
+
+    return Backend(storage, overwrite, fingerprint, leftovers, abandoned=abandoned)
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -318,6 +349,182 @@ async def test_delete_removes_the_object(backend: Backend) -> None:
     await put(backend.storage, b"canary")
     await backend.storage.delete(KEY)
     assert await backend.storage.stat(KEY) is None
+
+
+# -- size_hint: how to store, never what ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [100_000, 2 * PART + 123], ids=["small", "multipart"])
+async def test_a_wrong_size_hint_changes_nothing_stored(backend: Backend, size: int) -> None:
+    data = payload(size)
+    for n, hint in enumerate([0, 1, size - 1, size, size + 1, 3 * PART]):
+        key = f"AC0123/2024/05/06/RE{n:04}.wav"
+        got = await put(backend.storage, data, key, size_hint=hint)
+        assert got == stored(data, key), f"hint {hint}"
+        assert await backend.storage.stat(key) == stored(data, key), f"hint {hint}"
+        assert await read_all(backend.storage, key) == data
+        await backend.storage.verify(key, len(data), got.sha256, deep=True)
+    assert await backend.leftovers() == []
+
+
+# -- the durable step: what the backend declares, it does --------------------------------------
+
+
+def sidecar_of(tag: str) -> Callable[[StoredObject], bytes]:
+    def sidecar(obj: StoredObject) -> bytes:
+        return json.dumps({"tag": tag, "size": obj.size, "sha256": obj.sha256}).encode()
+
+    return sidecar
+
+
+async def test_put_with_a_sidecar_does_what_the_backend_declares(backend: Backend) -> None:
+    storage, data = backend.storage, payload(70_000)
+    side_key = KEY + ".json"
+    got = await put(storage, data, sidecar=sidecar_of("first"))
+    assert got == stored(data)
+    assert got.sidecar_written is storage.put_writes_sidecar
+    assert got.read_back is storage.put_reads_back
+    if storage.put_writes_sidecar:
+        assert await read_all(storage, side_key) == sidecar_of("first")(stored(data))
+    else:
+        assert await storage.stat(side_key) is None  # ignored: the caller writes it
+    # the same bytes again: a no-op for the audio, while the sidecar is replaced
+    again = await put(storage, data, sidecar=sidecar_of("again"))
+    assert (again.sidecar_written, again.read_back) == (
+        storage.put_writes_sidecar,
+        storage.put_reads_back,
+    )
+    if storage.put_writes_sidecar:
+        assert await read_all(storage, side_key) == sidecar_of("again")(stored(data))
+    # without a sidecar nothing claims one was written
+    plain = await put(storage, data, "AC0123/plain.wav")
+    assert not plain.sidecar_written
+    assert plain.read_back is storage.put_reads_back
+    assert await backend.leftovers() == []
+
+
+async def test_a_conflict_writes_no_sidecar(backend: Backend) -> None:
+    old, new = payload(1000, seed=1), payload(1000, seed=2)
+    await put(backend.storage, old, sidecar=sidecar_of("old"))
+    with pytest.raises(ArchiveConflict):
+        await put(backend.storage, new, sidecar=sidecar_of("new"))
+    if backend.storage.put_writes_sidecar:
+        assert await read_all(backend.storage, KEY + ".json") == sidecar_of("old")(stored(old))
+    else:
+        assert await backend.storage.stat(KEY + ".json") is None
+    assert await backend.leftovers() == []
+
+
+@pytest.mark.parametrize("size", [1000, 3 * MiB], ids=["short", "streamed"])
+async def test_a_backend_that_reads_back_catches_bytes_changed_as_they_were_stored(
+    backend: Backend, size: int
+) -> None:
+    if not backend.storage.put_reads_back:
+        assert backend.corrupting is None  # nothing claimed, nothing to catch
+        pytest.skip(f"{backend.storage.name} does not claim to read back")
+    assert backend.corrupting is not None
+    with backend.corrupting(), pytest.raises(VerificationFailed):
+        await put(backend.storage, payload(size), sidecar=sidecar_of("x"))
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+async def listed(storage: Storage, prefix: str = "") -> list[tuple[str, int]]:
+    """What ``list`` streams, sorted: the order is the store's (SeaweedFS: folder by folder)."""
+    found = [obj async for obj in storage.list(prefix)]
+    for obj in found:
+        assert obj.sha256 == ""  # neither backend has it without reading the object
+    keys = [obj.key for obj in found]
+    assert len(set(keys)) == len(keys)  # each key once, across pages too
+    return sorted((obj.key, obj.size) for obj in found)
+
+
+NESTED = [
+    "AC0123/2024/05/06/RE0001.wav",
+    "AC0123/2024/05/06/RE0001.wav.json",
+    "AC0123/2024/05/06/RE0002.mp4",
+    "AC0123/2024/05/07/RE0003.wav",
+    "AC0123/2024/12/31/RE0004.wav",
+    "AC0123/2024-notes.txt",  # shares "AC0123/2024" with a folder
+    "AC9999/2025/01/01/RE0005.wav",
+    "top.txt",
+]
+
+
+async def test_list_of_an_empty_store_is_empty(backend: Backend) -> None:
+    assert await listed(backend.storage) == []
+    assert await listed(backend.storage, "AC0123/") == []
+    assert await listed(backend.storage, "AC0123/2024/05/06/RE") == []
+
+
+async def test_list_streams_every_nested_key_under_a_prefix(backend: Backend) -> None:
+    for n, key in enumerate(NESTED):
+        await put(backend.storage, payload(100 + n, seed=n), key)
+    everything = sorted((key, 100 + n) for n, key in enumerate(NESTED))
+    assert await listed(backend.storage) == everything
+    for prefix in ("AC0123/", "AC0123/2024/05/", "AC0123/2024/05/06/RE0001", "AC0123/2024", "t"):
+        want = [(k, size) for k, size in everything if k.startswith(prefix)]
+        assert await listed(backend.storage, prefix) == want, prefix
+    assert await listed(backend.storage, "AC5555/") == []
+    assert await listed(backend.storage, "top.txt/") == []  # a key, not a folder
+    await backend.storage.delete("top.txt")
+    assert ("top.txt", 107) not in await listed(backend.storage)
+
+
+async def test_list_spans_more_keys_than_one_page(backend: Backend) -> None:
+    keys = [f"AC0123/2024/05/06/RE{n:04}.wav" for n in range(3 * LIST_PAGE + 1)]
+    await asyncio.gather(
+        *(put(backend.storage, payload(10, seed=n), k) for n, k in enumerate(keys))
+    )
+    assert await listed(backend.storage, "AC0123/") == [(k, 10) for k in keys]
+
+
+@pytest.mark.parametrize("size", [100_000, PART + 300_000], ids=["buffered", "spooled"])
+async def test_list_shows_no_temp_file_nor_upload_in_flight(backend: Backend, size: int) -> None:
+    await put(backend.storage, b"done", "AC0123/2024/05/06/RE0001.wav")
+    assert backend.abandoned is not None
+    await backend.abandoned("AC0123/2024/05/06/RE0009.wav")  # a killed writer's
+    sent = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        async for chunk in chunks(payload(size)):
+            yield chunk
+        sent.set()
+        await asyncio.Event().wait()  # in flight while the listing runs
+        yield b"never"
+
+    task = asyncio.create_task(
+        backend.storage.put("AC0123/2024/05/06/RE0002.wav", stalls(), content_type="audio/wav")
+    )
+    try:
+        await asyncio.wait_for(sent.wait(), timeout=30)
+        assert await listed(backend.storage) == [("AC0123/2024/05/06/RE0001.wav", 4)]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_list_refuses_an_unsafe_prefix(backend: Backend) -> None:
+    for prefix in ("../", "/abs", "a/../", "a//", "./"):
+        with pytest.raises(StorageError, match="archive key"):
+            await listed(backend.storage, prefix)
+
+
+# -- the check command's canary ----------------------------------------------------------------
+
+
+async def test_canary_is_stored_verified_and_removed(backend: Backend) -> None:
+    key, data = "archiver-check/canary-1.txt", b"archiver canary\n"
+    canary = await backend.storage.put_canary(key, data)
+    assert isinstance(canary, Canary)
+    assert canary.retained_until is None  # none of these buckets has Object Lock
+    assert all(isinstance(note, str) and note for note in canary.notes)
+    assert await backend.storage.stat(key) == stored(data, key)
+    await backend.storage.delete_canary(key)
+    assert await backend.storage.stat(key) is None
+    assert await backend.leftovers() == []
 
 
 def test_no_environment_leaks() -> None:

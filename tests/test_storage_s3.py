@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 from botocore.exceptions import ClientError
 
+from archiver.config import ArchiveConfig
 from archiver.errors import (
     ArchiveConflict,
     ObjectNotFound,
@@ -29,7 +30,8 @@ from archiver.errors import (
 )
 from archiver.storage import open_storage
 from archiver.storage.base import Storage, StoredObject, single_chunk
-from archiver.storage.s3 import S3Storage, _from_client_error
+from archiver.storage.s3 import S3Storage
+from archiver.storage.s3_errors import from_client_error
 from tests import s3_servers
 from tests.s3_servers import S3Proxy, S3Server, free_port
 from tests.test_storage_contract import KEY, META, PART, chunks, payload, read_all, s3_config
@@ -78,8 +80,16 @@ async def test_single_put_stores_metadata_and_checksum(
     aws_env(seaweedfs_s3)
     bucket = await seaweedfs_s3.create_bucket()
     data = payload(70_000)
-    cfg = s3_config(seaweedfs_s3, bucket, tmp_path)
-    async with open_storage(cfg) as s3:
+    cfg = ArchiveConfig(
+        backend="s3",
+        bucket=bucket,
+        prefix="rec/",
+        endpoint_url=seaweedfs_s3.endpoint_url,
+        region=seaweedfs_s3.region,
+        addressing_style="path",
+        spool_dir=str(tmp_path),
+    )
+    async with open_storage(cfg) as s3:  # the factory builds it from [archive]
         assert s3.name == "s3"
         assert isinstance(s3, Storage)
         assert s3.describe(KEY) == f"s3://{bucket}/rec/{KEY}"
@@ -258,14 +268,45 @@ async def test_existing_object_without_sha_is_compared_by_content(
 
 @contextlib.asynccontextmanager
 async def behind_proxy(
-    server: S3Server, tmp_path: Path, **proxy: Any
+    server: S3Server, tmp_path: Path, list_page_size: int = 1000, **proxy: Any
 ) -> AsyncIterator[tuple[S3Proxy, S3Storage, str]]:
     """S3Storage on a new bucket of ``server``, every request through a recording S3Proxy."""
     bucket = await server.create_bucket()
     async with S3Proxy(server, **proxy) as via:
-        cfg = s3_config(server, bucket, tmp_path, endpoint_url=via.endpoint_url)
+        cfg = s3_config(
+            server,
+            bucket,
+            tmp_path,
+            endpoint_url=via.endpoint_url,
+            list_page_size=list_page_size,
+        )
         async with S3Storage(cfg) as s3:
             yield via, s3, bucket
+
+
+async def test_list_asks_for_one_page_at_a_time(
+    moto_s3: S3Server, aws_env: Env, tmp_path: Path
+) -> None:
+    aws_env(moto_s3)
+    async with behind_proxy(moto_s3, tmp_path, list_page_size=3) as (proxy, s3, _bucket):
+        keys = [f"AC0/2024/05/06/RE{n:04}.wav" for n in range(7)]
+        for key in keys:
+            await s3.put(key, single_chunk(b"x"), content_type="audio/wav")
+        queries: list[str] = []
+
+        async def note(method: str, path: str, query: str) -> None:
+            if "list-type=2" in query:
+                queries.append(query)
+
+        proxy.before = note
+        listing = s3.list("AC0/")
+        first = await anext(listing)
+        assert first.key == keys[0]
+        assert len(queries) == 1  # streamed: the next page is asked for when it is reached
+        assert "max-keys=3" in queries[0]
+        rest = [obj.key async for obj in listing]
+    assert [first.key, *rest] == keys
+    assert len(queries) == 3  # 3 + 3 + 1
 
 
 @pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "head-first"])
@@ -568,7 +609,7 @@ def test_client_errors_translated(code: str, status: int, kind: type[StorageErro
         {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
         "PutObject",
     )
-    got = _from_client_error(exc, "PutObject s3://b/k")
+    got = from_client_error(exc, "PutObject s3://b/k")
     assert type(got) is kind
     assert code in str(got)
 

@@ -8,20 +8,38 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   stored; the bytes may travel and be refused by the store); different bytes at an
   existing key raise :class:`~archiver.errors.ArchiveConflict` naming both checksums, unless
   ``replace=True`` (used only for sidecars, never for audio), which writes without looking at
-  what is there (so the same bytes may be written again).
+  what is there (so the same bytes may be written again). The rule is written once,
+  :func:`archiver.storage.rules.same_or_conflict`; a backend supplies what the key holds.
 * ``put`` consumes ``body`` exactly once and returns the size and SHA-256 of what it stored.
 * ``verify`` proves an archived copy: it raises VerificationFailed unless the store holds
   exactly ``size`` bytes with ``sha256`` at ``key`` (and whatever protection the backend is
   configured to require, e.g. S3 Object Lock retention). ``deep`` re-reads the bytes even where
   stored checksums would do.
-* ``put`` may take ``sidecar``, a function of the stored object giving the bytes of its
-  sidecar; a backend that can store it at ``key + ".json"`` (replacing it) in the same durable
-  step does so and sets ``sidecar_written``; one that re-read what it stored sets ``read_back``.
-  Callers write the sidecar and verify themselves when those flags are not set.
+* The durable step is declared, not guessed: a backend with ``put_writes_sidecar`` stores
+  ``sidecar(stored)`` (``sidecar`` is a function of the stored object giving its sidecar's
+  bytes) at ``key + ".json"``, replacing it, in the same durable step as the object, and sets
+  ``sidecar_written`` on what ``put`` returns; a conflict writes no sidecar. A backend with
+  ``put_reads_back`` re-reads what ``key`` holds before ``put`` returns (VerificationFailed
+  if it differs) and sets ``read_back``. A backend without them ignores ``sidecar`` and never
+  sets the flags; callers then write the sidecar and verify themselves.
 * ``size_hint`` is the length the body declares (a Content-Length), when known: a backend may
-  use it to choose how to store the body, never to decide what was stored.
+  use it to choose how to store the body, never to decide what was stored: a wrong hint
+  changes neither what is stored nor what ``put`` returns.
 * ``stat`` returns the size and SHA-256 the store holds for ``key`` (None when absent), from
   stored checksums where the backend has them; ``read`` streams the bytes back.
+* ``put_canary`` and ``delete_canary`` are what ``archiver check`` writes and removes: the
+  canary gets the shortest protection the store allows (S3 Object Lock: GOVERNANCE for a day,
+  never the bucket's default), ``Canary`` says until when and adds the backend's own notes
+  (S3: how overwrites are refused). The CLI knows no concrete backend.
+* ``list(prefix)`` streams a StoredObject for every key that starts with ``prefix`` ("" for
+  all; any string, not only a folder), each once, a page (S3 ListObjectsV2) or one folder
+  (local) at a time: never the whole listing in memory. The order is the store's (local and
+  AWS: key order; SeaweedFS: folder by folder): callers must not depend on it. ``size`` is
+  the stored size; ``sha256`` is "" where the store cannot give it without reading the object
+  (both backends today: ask ``stat``). Temp files, spool files, in-flight or incomplete
+  uploads and names that are not keys (``check_key`` refuses them: our probe objects, foreign
+  files) are never listed; a key put meanwhile may or may not be. A missing folder lists
+  nothing; an unsafe prefix raises StorageError like an unsafe key.
 * Library errors are translated: missing key → ObjectNotFound; throttling, 5xx, timeouts →
   StorageUnavailable (transient); denied, missing bucket or folder, disk full → StorageDenied.
 """
@@ -33,10 +51,10 @@ import json
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from archiver.errors import ObjectNotFound, StorageError, VerificationFailed
-from archiver.modes import pid_alive as pid_alive  # the backends' sweeps import it from here
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 MAX_KEY_LENGTH = 900
@@ -55,11 +73,21 @@ class StoredObject:
 Sidecar = Callable[[StoredObject], bytes]
 
 
+@dataclass(frozen=True)
+class Canary:
+    """How ``put_canary`` stored the ``check`` command's canary."""
+
+    retained_until: datetime | None = None  # the store refuses to delete it before then
+    notes: tuple[str, ...] = ()  # lines ``check`` prints about how the store keeps the contract
+
+
 @runtime_checkable
 class Storage(Protocol):
     """One archive backend. Open it with ``async with``."""
 
-    name: str
+    name: str  # equals the config's archive.backend
+    put_writes_sidecar: bool  # put(sidecar=...) stores the sidecar in the same durable step
+    put_reads_back: bool  # put re-reads and compares what it stored before it returns
 
     async def __aenter__(self) -> Storage: ...
 
@@ -83,14 +111,27 @@ class Storage(Protocol):
 
     async def verify(self, key: str, size: int, sha256: str, *, deep: bool = False) -> None: ...
 
+    def list(self, prefix: str = "") -> AsyncIterator[StoredObject]: ...
+
     async def delete(self, key: str) -> None: ...
 
     async def sweep(self) -> int:
         """Remove what dead writers left (temp files, incomplete uploads); called on open and
-        at the end of every pass. Never raises for what it could not remove."""
+        at the end of every pass. Never raises for what it could not remove. Every file a
+        writer leaves carries its PID (:mod:`archiver.storage.rules`): a live one's are kept."""
         ...
 
     def describe(self, key: str = "") -> str: ...
+
+    async def put_canary(self, key: str, data: bytes) -> Canary:
+        """``archiver check``: store ``data`` at ``key`` under the shortest protection the
+        store allows, read it back and verify it (VerificationFailed if it differs)."""
+        ...
+
+    async def delete_canary(self, key: str) -> None:
+        """Remove the canary and what it needed (an emptied folder), lifting the protection
+        ``put_canary`` gave it where the store allows; ObjectLocked when it refuses."""
+        ...
 
 
 def check_key(key: str) -> str:
@@ -101,6 +142,22 @@ def check_key(key: str) -> str:
         if segment in ("", ".", "..") or not _SEGMENT.match(segment):
             raise StorageError(f"archive key {key!r} has an unsafe segment {segment!r}")
     return key
+
+
+def is_key(key: str) -> bool:
+    """Whether ``key`` is one :func:`check_key` accepts (a listing skips the others)."""
+    try:
+        check_key(key)
+    except StorageError:
+        return False
+    return True
+
+
+def check_prefix(prefix: str) -> str:
+    """Refuse a listing prefix that no safe key could start with (as :func:`check_key`)."""
+    if prefix:
+        check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
 
 
 async def digest(storage: Storage, key: str) -> StoredObject:

@@ -17,9 +17,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
-import itertools
 import os
-import secrets
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import replace as replace_fields
@@ -28,14 +26,19 @@ from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
-from archiver.errors import (
-    ArchiveConflict,
-    ObjectNotFound,
-    StorageDenied,
-    StorageError,
-)
+from archiver.errors import ObjectNotFound, StorageDenied, StorageError
 from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, fsync_dir, make_dirs, open_new
-from archiver.storage.base import Sidecar, StoredObject, check_key, compare, pid_alive
+from archiver.storage.base import (
+    Canary,
+    Sidecar,
+    StoredObject,
+    check_key,
+    check_prefix,
+    compare,
+    is_key,
+    single_chunk,
+)
+from archiver.storage.rules import dead_writers, remove_leftover, same_or_conflict, temp_name
 
 log = structlog.get_logger("archiver.storage.local")
 T = TypeVar("T")
@@ -43,10 +46,6 @@ T = TypeVar("T")
 TMP_DIR = ".archiver-tmp"
 DEFAULT_READ_CHUNK = 1024 * 1024
 DEFAULT_BUFFER = 1024 * 1024  # shorter bodies: one thread hop; longer: written in batches of this
-# temp names: pid first (the sweep reads it), then a per-process token and a counter, which
-# spares an os.urandom call per put
-_TMP_TOKEN = secrets.token_hex(4)
-_tmp_serial = itertools.count()
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 TMP_PREFIX = ".archiver-"  # then "<pid>-": temp files in the destination folders
@@ -133,6 +132,26 @@ def _write(fh: BinaryIO, h: Any, chunks: list[bytes]) -> None:
         h.update(chunk)
 
 
+def _scan(folder: Path, start: str) -> list[tuple[str, int | None]]:
+    """The entries of ``folder`` that can be keys (never temp files: their names start with a
+    dot) and start with ``start``, in key order: (name, size), size None for a folder."""
+    found: list[tuple[str, int | None]] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.startswith(start) or not is_key(entry.name):
+                continue
+            try:
+                if entry.is_dir():
+                    found.append((entry.name, None))
+                elif entry.is_file():
+                    found.append((entry.name, entry.stat().st_size))
+            except FileNotFoundError:
+                continue  # removed meanwhile
+    # a folder's keys continue with "/": sorted so, the order is S3's (byte order of keys)
+    found.sort(key=lambda e: e[0] + "/" if e[1] is None else e[0])
+    return found
+
+
 async def _settled(job: asyncio.Future[T]) -> T:
     """Await a thread's work; if cancelled meanwhile, let it finish first (a thread cannot be
     stopped, and its file handle and temp file must not be closed or removed under it)."""
@@ -148,6 +167,9 @@ class LocalStorage:
     """Archive into a folder on local disk."""
 
     name = "local"
+    # the rename, the sidecar and one folder fsync for both, then the re-read: one thread hop
+    put_writes_sidecar = True
+    put_reads_back = True
 
     def __init__(
         self,
@@ -189,17 +211,14 @@ class LocalStorage:
 
     def _sweep(self) -> int:
         removed = 0
-        with contextlib.suppress(OSError):
-            for entry in list(self.tmp.iterdir()):
-                pid_text = entry.name.split("-", 1)[0].split(".", 1)[0]
-                pid = int(pid_text) if pid_text.isdigit() else 0
-                if not pid or pid == os.getpid() or pid_alive(pid):
-                    continue
-                if entry.name.endswith(FOLDERS_SUFFIX):
+        # in .archiver-tmp: "<pid>.folders" lists, and temp files of the layout before
+        for entry, pid in dead_writers(self.tmp, ""):
+            if entry.name.endswith(FOLDERS_SUFFIX):
+                try:
                     removed += self._sweep_folders(entry, pid)
-                with contextlib.suppress(OSError):
-                    entry.unlink()  # a temp file of the layout before, or the folders list
-                    log.info("storage.temp_removed", file=entry.name)
+                except OSError:
+                    continue  # unreadable now: kept for the next sweep
+            remove_leftover(entry, "storage.temp_removed", entry.name)
         return removed
 
     def _sweep_folders(self, listing: Path, pid: int) -> int:
@@ -210,10 +229,7 @@ class LocalStorage:
                 continue
             with contextlib.suppress(OSError):
                 for leftover in folder.glob(f"{TMP_PREFIX}{pid}-*.part*"):
-                    with contextlib.suppress(OSError):
-                        leftover.unlink()
-                        removed += 1
-                        log.info("storage.temp_removed", file=str(leftover))
+                    removed += remove_leftover(leftover, "storage.temp_removed", str(leftover))
         return removed
 
     def _note(self, folder: Path) -> None:
@@ -260,7 +276,7 @@ class LocalStorage:
     ) -> StoredObject:
         final = self._final(key)
         # in the destination's own folder: the rename never crosses a file system
-        tmp = final.with_name(f"{TMP_PREFIX}{os.getpid()}-{_TMP_TOKEN}{next(_tmp_serial)}.part")
+        tmp = final.with_name(temp_name(TMP_PREFIX, ".part"))
         chunks: list[bytes] = []  # not yet written
         buffered = 0
         h = hashlib.sha256()
@@ -365,12 +381,7 @@ class LocalStorage:
         ``tmp`` is gone (renamed into place) when this returns."""
         read_back = False
         if not replace and final.exists():
-            size, sha = _hash_file(final)
-            if (size, sha) != (stored.size, stored.sha256):
-                raise ArchiveConflict(
-                    f"{final} already holds different bytes (sha256 {sha}, {size} bytes); "
-                    f"refusing to overwrite with sha256 {stored.sha256}, {stored.size} bytes"
-                )
+            same_or_conflict(str(final), self._read_back(final), stored)
             read_back = True  # same bytes already archived: a no-op, and just re-read
             tmp.unlink()
         else:
@@ -412,9 +423,45 @@ class LocalStorage:
         finally:
             fh.close()
 
+    async def list(self, prefix: str = "") -> AsyncIterator[StoredObject]:
+        """Walks the folders with os.scandir, one folder read at a time in a worker thread."""
+        folder, _, start = check_prefix(prefix).rpartition("/")
+        async for obj in self._walk(folder, start):
+            yield obj
+
+    async def _walk(self, folder: str, start: str = "") -> AsyncIterator[StoredObject]:
+        """The keys in ``folder`` ("" for the root) and below whose name in ``folder`` starts
+        with ``start``, in key order."""
+        path = self.root / folder
+        try:
+            entries = await asyncio.to_thread(_scan, path, start)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # no such folder: no keys under it
+        except OSError as exc:
+            raise _translate(exc, f"listing {path}") from exc
+        for name, size in entries:
+            key = f"{folder}/{name}" if folder else name
+            if size is None:
+                async for obj in self._walk(key):
+                    yield obj
+            else:
+                yield StoredObject(key, size, "")  # a SHA-256 would mean reading the file
+
     async def verify(self, key: str, size: int, sha256: str, *, deep: bool = False) -> None:
         # Local has no stored checksum: every verification re-reads the file.
         compare(key, await self.stat(key), size, sha256, str(self.root / key))
+
+    async def put_canary(self, key: str, data: bytes) -> Canary:
+        """A plain put, read back: a local file has no retention to choose."""
+        stored = await self.put(key, single_chunk(data), content_type="text/plain")
+        await self.verify(key, stored.size, stored.sha256, deep=True)
+        return Canary()
+
+    async def delete_canary(self, key: str) -> None:
+        await self.delete(key)
+        if "/" in key:  # and the folder it needed, when now empty
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.rmdir, self.root / key.rsplit("/", 1)[0])
 
     async def delete(self, key: str) -> None:
         path = self._final(key)
