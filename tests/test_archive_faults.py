@@ -16,17 +16,12 @@ from pathlib import Path
 import pytest
 
 from archiver.simulator import RestcommSimulator
-from tests import s3_servers
-from tests.conftest import NOW
-from tests.mounts import ROOT_ONLY, tmpfs
-from tests.s3_servers import S3Proxy, S3Server
-from tests.test_cli import TOKEN, run_cli, write_config
-from tests.test_s3_end_to_end import creds, s3_cli_config
-from tests.test_state_faults import no_traceback
+from tests.support.cli import no_traceback, run_cli
+from tests.support.config import write_config
+from tests.support.constants import NOW, TOKEN
+from tests.support.mounts import ROOT_ONLY
+from tests.support.s3 import S3Proxy, S3Server, creds, s3_cli_config
 
-aws_env = s3_servers.aws_env
-seaweedfs_s3 = s3_servers.seaweedfs_s3
-__all__ = ["tmpfs"]
 MiB = 2**20
 
 

@@ -19,37 +19,11 @@ from archiver.audit import Head, Journal, last_line, verify_journal
 from archiver.cli import main
 from archiver.config import Config, journal_path
 from archiver.ledger import Ledger
-from archiver.simulator import RestcommSimulator, SimRecording
-from tests.conftest import NOW, Harness, cli_config, make_config
-
-DAY = 86400.0
-
-
-def archive_copy(cfg: Config, sid: str) -> Path | None:
-    hits = [p for p in Path(cfg.archive.path).rglob(f"{sid}.*") if p.suffix != ".json"]
-    return hits[0] if hits else None
-
-
-def guard_deletes(sim: RestcommSimulator, cfg: Config) -> list[str]:
-    """Fail the moment the simulator gets a DELETE for a recording not verified in the archive."""
-    problems: list[str] = []
-
-    def on_delete(rec: SimRecording) -> None:
-        copy = archive_copy(cfg, rec.sid)
-        if copy is None:
-            problems.append(f"{rec.sid}: deleted with no archived copy")
-        elif hashlib.sha256(copy.read_bytes()).hexdigest() != rec.sha256():
-            problems.append(f"{rec.sid}: deleted with a wrong archived copy")
-        if not Path(f"{copy}.json").exists():
-            problems.append(f"{rec.sid}: deleted before its sidecar was written")
-
-    sim.on_delete = on_delete
-    return problems
-
-
-def events(cfg: Config) -> list[dict[str, object]]:
-    path = Path(journal_path(cfg))
-    return [json.loads(line) for line in path.read_text().splitlines()]
+from archiver.simulator import RestcommSimulator
+from tests.support.archive import archive_copy, events, guard_deletes
+from tests.support.config import cli_config, make_config
+from tests.support.constants import DAY, NOW
+from tests.support.harness import Harness
 
 
 async def test_nothing_is_deleted_unless_enabled(
@@ -228,12 +202,7 @@ async def test_journal_chain_detects_edits_removals_and_reorders(
     result = broken(b"".join(lines[:-1]))  # the tail cut off: only the checkpoint shows it
     assert result is not None and "checkpoint" in result[1]
     path.write_bytes(good)
-    config_file = path.parent / "c.toml"
-    config_file.write_text(
-        f'[source]\nbase_url = "{sim.base_url}"\naccount_sid = "{sim.account_sid}"\n'
-        f'auth_token = "x"\n[archive]\npath = "{cfg.archive.path}"\n'
-        f'[ledger]\npath = "{cfg.ledger.path}"\n'
-    )
+    config_file = cli_config(cfg, sim)
     assert await asyncio.to_thread(main, ["--config", str(config_file), "audit", "verify"]) == 0
     path.write_bytes(b"".join([*lines[:2], edited, *lines[3:]]))
     assert await asyncio.to_thread(main, ["--config", str(config_file), "audit", "verify"]) == 1

@@ -25,8 +25,10 @@ from archiver.ledger import Ledger
 from archiver.restcomm import RateLimiter, RestcommClient
 from archiver.simulator import RestcommSimulator, SimRecording
 from archiver.sync import Syncer
-from tests.conftest import NOW, Harness, cli_config
-from tests.test_cli import TOKEN, run_cli, start_cli, write_config
+from tests.support.cli import run_cli, start_cli
+from tests.support.config import cli_config, write_config
+from tests.support.constants import NOW, TOKEN
+from tests.support.harness import Harness
 
 
 def test_retry_after_is_honoured_and_backoff_is_bounded() -> None:
@@ -208,13 +210,16 @@ async def test_full_disk_stops_the_pass_cleanly(tmp_path: Path) -> None:
 
 async def test_unwritable_archive_or_ledger_path_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("a file where a folder should be")
-    cfg = write_config(tmp_path, None)
-    text = cfg.read_text().replace(f"{tmp_path}/archive", f"{tmp_path}/blocker/archive")
-    cfg.write_text(text)
+    blocked = tmp_path / "blocker"
+    cfg = write_config(tmp_path, None, archive={"path": blocked / "archive"})
     code, _out, err = await run_cli("--config", str(cfg), "sync")
     assert code == 3 and "archive folder" in err
-    text = cfg.read_text().replace(f"{tmp_path}/l.sqlite3", f"{tmp_path}/blocker/l.sqlite3")
-    cfg.write_text(text)
+    cfg = write_config(
+        tmp_path,
+        None,
+        archive={"path": blocked / "archive"},
+        ledger={"path": blocked / "l.sqlite3"},
+    )
     code, _out, err = await run_cli("--config", str(cfg), "sync")
     # the state volume, not a config value: exit 3, which systemd restarts (issue 13)
     assert code == 3 and f"{tmp_path}/blocker/l.sqlite3" in err and "Not a directory" in err
@@ -231,8 +236,9 @@ async def test_sigkill_at_random_moments_converges_to_one_correct_copy(tmp_path:
             spacing=timedelta(seconds=40),
         )
         sim.inject(path=r"\.wav", delay=0.01, times=None)  # keep transfers in flight
-        cfg = write_config(tmp_path, sim, concurrency=4, page_size=7)
-        cfg.write_text(cfg.read_text() + '[delete]\nenabled = true\nmin_age = "0s"\n')
+        cfg = write_config(
+            tmp_path, sim, concurrency=4, page_size=7, delete={"enabled": True, "min_age": "0s"}
+        )
         deleted_unverified: list[str] = []
 
         def on_delete(rec: SimRecording) -> None:

@@ -27,7 +27,7 @@ from archiver.restcomm import (
     start_date_for,
 )
 from archiver.simulator import RestcommSimulator, SimRecording
-from tests.conftest import NOW
+from tests.support.constants import NOW
 
 
 def client_for(sim: RestcommSimulator, token: str | None = None) -> RestcommClient:

@@ -1,7 +1,7 @@
 """The storage contract (archiver.storage.base), one suite run against every backend.
 
 ``local`` writes under tmp_path; ``s3-moto`` and ``s3-seaweedfs`` talk to real servers started
-once per session (tests/s3_servers.py), each test in a fresh versioned bucket.
+once per session (tests/s3.py), each test in a fresh versioned bucket.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from archiver.config import ArchiveConfig
 from archiver.errors import (
     ArchiveConflict,
     ObjectNotFound,
@@ -26,24 +25,8 @@ from archiver.errors import (
 from archiver.storage.base import Storage, StoredObject, digest, single_chunk
 from archiver.storage.local import LocalStorage
 from archiver.storage.s3 import S3Storage
-from tests import s3_servers
-from tests.s3_servers import S3Server
-
-# The real-server fixtures (session-scoped) and the AWS_* isolation (autouse here).
-aws_env = s3_servers.aws_env
-moto_s3 = s3_servers.moto_s3
-seaweedfs_s3 = s3_servers.seaweedfs_s3
-
-MiB = 2**20
-PART = 5 * MiB
-KEY = "AC0123/2024/05/06/RE0001.wav"
-META = {
-    "sid": "RE0001",
-    "call-sid": "CA0001",
-    "account-sid": "AC0123",
-    "date-created": "2024-05-06T07:08:09Z",
-    "duration": "12",
-}
+from tests.support.s3 import PART, S3Server, s3_config
+from tests.support.storage import KEY, META, chunks, payload, read_all
 
 
 @dataclass
@@ -57,22 +40,6 @@ class Backend:
     fingerprint: Callable[[str], Awaitable[Any]]
     # Temp files and in-progress multipart uploads a put left behind
     leftovers: Callable[[], Awaitable[list[str]]]
-
-
-def s3_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> ArchiveConfig:
-    values: dict[str, Any] = {
-        "backend": "s3",
-        "bucket": bucket,
-        "prefix": "rec/",
-        "endpoint_url": server.endpoint_url,
-        "region": server.region,
-        "addressing_style": "path",
-        "multipart_threshold": PART,
-        "part_size": PART,
-        "spool_dir": str(spool),
-    }
-    values.update(extra)
-    return ArchiveConfig(**values)
 
 
 @pytest.fixture(params=["local", "s3-moto", "s3-seaweedfs"])
@@ -141,22 +108,8 @@ def _s3_backend(storage: S3Storage, raw: Any, bucket: str, spool: Path) -> Backe
     return Backend(storage, overwrite, fingerprint, leftovers)
 
 
-def payload(size: int, seed: int = 0) -> bytes:
-    block = hashlib.sha256(f"{seed}".encode()).digest() * 2048  # 64 KiB, not all one byte
-    return (block * (size // len(block) + 1))[:size]
-
-
-async def chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
-
-
 def stored(data: bytes, key: str = KEY) -> StoredObject:
     return StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
-
-
-async def read_all(storage: Storage, key: str) -> bytes:
-    return b"".join([chunk async for chunk in storage.read(key)])
 
 
 async def put(storage: Storage, data: bytes, key: str = KEY, **kw: Any) -> StoredObject:

@@ -30,14 +30,11 @@ from archiver.errors import (
 from archiver.storage import open_storage
 from archiver.storage.base import Storage, StoredObject, single_chunk
 from archiver.storage.s3 import S3Storage, _from_client_error
-from tests import s3_servers
-from tests.s3_servers import S3Proxy, S3Server, free_port
-from tests.test_storage_contract import KEY, META, PART, chunks, payload, read_all, s3_config
+from tests.support.process import free_port
+from tests.support.s3 import PART, S3Proxy, S3Server, s3_config
+from tests.support.storage import KEY, META, chunks, payload, read_all
 
 # The real-server fixtures (session-scoped) and the AWS_* isolation (autouse here).
-aws_env = s3_servers.aws_env
-moto_s3 = s3_servers.moto_s3
-seaweedfs_s3 = s3_servers.seaweedfs_s3
 
 MiB = 2**20
 Env = Callable[..., None]
