@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from tenacity import RetryCallState
 
 from archiver import retry
+from archiver.cli import main
 from archiver.config import Config
 from archiver.daemon import Daemon
 from archiver.errors import MediaInvalid, SourceUnavailable
@@ -134,6 +135,25 @@ async def test_failed_recordings_back_off_then_stay_failed(
     assert sum(r.path.endswith(".wav") for r in sim.requests) == calls  # stays failed
     code, out, _ = await run_cli("--config", str(cli_config(cfg, sim)), "status")
     assert code == 1 and rec.sid in out and "permanent" in out
+
+
+async def test_retry_command_makes_failed_recordings_due_again(
+    sim: RestcommSimulator, config_for: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = sim.generate(1, start=NOW - timedelta(hours=1))[0]
+    fault = sim.inject(path=r"\.wav", status=200, body=b"<html/>", times=None)
+    cfg = config_for(sim, max_attempts=1)
+    h = Harness(cfg)
+    await h.pass_()
+    assert (await h.ledger_rows())[rec.sid][0] == "failed"
+    fault.remove()
+    await h.pass_()
+    assert (await h.ledger_rows())[rec.sid][0] == "failed"  # permanent: not retried by itself
+    cli = cli_config(cfg, sim)
+    assert await asyncio.to_thread(main, ["--config", str(cli), "retry", rec.sid]) == 0
+    assert "1 failed recording(s)" in capsys.readouterr().out
+    await h.pass_()
+    assert (await h.ledger_rows())[rec.sid][0] == "verified"
 
 
 async def test_media_404_is_retried_within_grace_without_counting(
