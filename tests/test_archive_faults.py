@@ -20,7 +20,7 @@ from tests.support.cli import no_traceback, run_cli
 from tests.support.config import write_config
 from tests.support.constants import NOW, TOKEN
 from tests.support.mounts import ROOT_ONLY
-from tests.support.s3 import S3Proxy, S3Server, creds, s3_cli_config
+from tests.support.s3 import S3Proxy, S3Server, creds, open_uploads, s3_cli_config
 
 MiB = 2**20
 
@@ -121,12 +121,6 @@ async def test_a_day_folder_that_refuses_us_fails_only_its_recordings(tmp_path: 
 
 
 # -- S3: multipart uploads nobody will finish, bodies corrupted on the way ----------------------
-
-
-async def open_uploads(server: S3Server, bucket: str) -> list[str]:
-    async with server.client() as raw:
-        resp = await raw.list_multipart_uploads(Bucket=bucket)
-    return sorted(u["Key"] for u in resp.get("Uploads", []))
 
 
 async def test_a_lost_create_multipart_answer_leaks_no_upload(

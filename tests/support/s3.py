@@ -279,6 +279,13 @@ def _object_lock_enabled(client: Any, bucket: str) -> bool:
     return bool(conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
 
 
+async def open_uploads(server: S3Server, bucket: str, prefix: str = "") -> list[str]:
+    """Keys of the multipart uploads begun and not finished or aborted in ``bucket``."""
+    async with server.client() as raw:
+        resp = await raw.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    return sorted(u["Key"] for u in resp.get("Uploads", []))
+
+
 def creds(server: S3Server) -> dict[str, str]:
     """The environment a CLI child needs to reach ``server``."""
     return {
