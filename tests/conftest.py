@@ -1,11 +1,10 @@
-"""Shared fixtures: the Restcomm simulator over real HTTP, real SQLite files, a clean env."""
+"""The fixtures, and only fixtures: each a thin wrapper over ``tests/support`` (where the
+helpers are). No test module imports this file; pytest hands these to the tests by name."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,29 +12,51 @@ import pytest
 import structlog
 
 from archiver import retry
-from archiver.audit import Journal
-from archiver.config import Config, journal_path, load_config
-from archiver.ledger import Ledger
-from archiver.metrics import PrometheusHooks
+from archiver.config import Config
 from archiver.simulator import RestcommSimulator
-from archiver.source import open_source
-from archiver.storage.local import LocalStorage
-from archiver.sync import Syncer
+from tests.support import s3
+from tests.support.config import make_config
+from tests.support.mounts import Tmpfs
+from tests.support.process import LOCAL, StartFailed
+from tests.support.s3 import S3Server
 
-NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+# -- isolation ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No ARCHIVER_* or AWS_* from the developer's shell leaks into a test."""
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """No ARCHIVER_* or AWS_* from the developer's shell leaks into a test; AWS credentials come
+    only from what a test sets (``aws_env``): the shared files point nowhere and IMDS is off, so
+    nothing leaves the machine. Retries are instant, and logging is reset afterwards."""
     for name in list(os.environ):
         if name.startswith(("ARCHIVER_", "AWS_")):
             monkeypatch.delenv(name, raising=False)
+    nowhere = tmp_path_factory.getbasetemp() / "no-aws"  # never created
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(nowhere / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere / "credentials"))
+    monkeypatch.setenv("NO_PROXY", LOCAL)
     retry.set_testing(True)
     yield
     retry.set_testing(False)
     structlog.reset_defaults()  # a CLI test may have bound logging to a captured stream
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``aws_env(server)``: point this process's AWS credential chain at ``server``."""
+
+    def use(server: S3Server, *, secret_key: str | None = None) -> None:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret_key or server.secret_key)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", server.region)
+
+    return use
+
+
+# -- the source ----------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -44,88 +65,63 @@ async def sim() -> AsyncIterator[RestcommSimulator]:
         yield s
 
 
-def make_config(
-    sim: RestcommSimulator, tmp: Path, delete: dict[str, Any] | None = None, **source: Any
-) -> Config:
-    src: dict[str, Any] = {
-        "base_url": sim.base_url,
-        "account_sid": sim.account_sid,
-        "auth_token": sim.auth_token,
-        "page_size": 10,
-        "start_time": (NOW - timedelta(days=3)).isoformat(),
-        "concurrency": 4,
-    }
-    src.update(source)
-    return load_config(
-        None,
-        environ={},
-        overrides={
-            "source": src,
-            "archive": {"backend": "local", "path": str(tmp / "archive")},
-            "ledger": {"path": str(tmp / "ledger.sqlite3")},
-            "delete": delete or {},
-        },
-    )
-
-
 @pytest.fixture
 def config_for(tmp_path: Path) -> Callable[..., Config]:
+    """``config_for(sim, **source)``: an in-process config (``make_config``) under tmp_path."""
+
     def build(sim: RestcommSimulator, **source: Any) -> Config:
         return make_config(sim, tmp_path, **source)
 
     return build
 
 
-class Harness:
-    """Opens client, storage and ledger for one config, like the CLI does."""
-
-    def __init__(self, cfg: Config, clock: Callable[[], float] | None = None) -> None:
-        self.cfg = cfg
-        self.clock = clock or (lambda: NOW.timestamp())
-        self.hooks = PrometheusHooks()  # as the CLI wires it: the metrics tests read them
-
-    @contextlib.asynccontextmanager
-    async def syncer(self, syncer_class: type[Syncer] = Syncer) -> AsyncIterator[Syncer]:
-        """A Syncer over freshly opened ledger, client, local storage and journal."""
-        async with (
-            Ledger(self.cfg.ledger.path) as ledger,
-            open_source(self.cfg.source, self.hooks) as client,
-            LocalStorage(self.cfg.archive.path) as storage,
-            Journal(journal_path(self.cfg), clock=lambda: self.clock()) as journal,
-        ):
-            yield syncer_class(
-                self.cfg,
-                client,
-                storage,
-                ledger,
-                clock=self.clock,
-                journal=journal,
-                hooks=self.hooks,
-            )
-
-    async def pass_(self, **kw: Any) -> Any:
-        async with self.syncer() as syncer:
-            return await syncer.run_pass(**kw)
-
-    async def ledger_rows(self) -> dict[str, Any]:
-        async with (
-            Ledger(self.cfg.ledger.path) as ledger,
-            ledger.db.execute("SELECT sid, state, sha256, last_error FROM recordings") as c,
-        ):
-            return {r[0]: r[1:] for r in await c.fetchall()}
-
-    async def watermark(self) -> datetime | None:
-        async with Ledger(self.cfg.ledger.path) as ledger:
-            return await ledger.watermark()
+# -- S3 servers: one process each per session; every bucket a test creates is deleted after it --
 
 
-def cli_config(cfg: Config, sim: RestcommSimulator) -> Path:
-    """A TOML file for the CLI with the same source, archive and ledger as ``cfg``."""
-    p = Path(cfg.ledger.path).parent / "cli.toml"
-    p.write_text(
-        f'[source]\nbase_url = "{sim.base_url}"\naccount_sid = "{sim.account_sid}"\n'
-        f'auth_token = "{sim.auth_token}"\nstart_time = "{cfg.source.start_time.isoformat()}"\n'
-        f'[archive]\npath = "{cfg.archive.path}"\n[ledger]\npath = "{cfg.ledger.path}"\n'
-        '[server]\nlisten = ""\n'
-    )
-    return p
+def _started(server: Any) -> Iterator[S3Server]:
+    try:
+        with server as started:
+            yield started
+    except StartFailed as exc:  # a server that cannot start fails the tests, never skips them
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _buckets_deleted(server: S3Server) -> Iterator[S3Server]:
+    first = len(server.created)
+    yield server
+    for bucket in server.created[first:]:
+        s3.delete_bucket(server, bucket)  # a COMPLIANCE-locked bucket stays (see delete_bucket)
+    del server.created[first:]
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    yield from _started(s3.moto(tmp_path_factory.mktemp("moto")))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    yield from _started(s3.seaweedfs(tmp_path_factory.mktemp("seaweedfs")))
+
+
+@pytest.fixture
+def moto_s3(moto_server: S3Server) -> Iterator[S3Server]:
+    """moto (lenient: accepts wrong checksums and any key)."""
+    yield from _buckets_deleted(moto_server)
+
+
+@pytest.fixture
+def seaweedfs_s3(seaweedfs_server: S3Server) -> Iterator[S3Server]:
+    """SeaweedFS (strict: SigV4, checksums, Object Lock)."""
+    yield from _buckets_deleted(seaweedfs_server)
+
+
+# -- file systems --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``tmpfs("state", "1m")``: a folder under tmp_path with a tmpfs of that size on it."""
+    mounts = Tmpfs(tmp_path)
+    yield mounts.mount
+    mounts.unmount_all()

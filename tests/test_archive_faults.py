@@ -16,17 +16,12 @@ from pathlib import Path
 import pytest
 
 from archiver.simulator import RestcommSimulator
-from tests import s3_servers
-from tests.conftest import NOW
-from tests.mounts import ROOT_ONLY, tmpfs
-from tests.s3_servers import S3Proxy, S3Server
-from tests.test_cli import TOKEN, run_cli, write_config
-from tests.test_s3_end_to_end import creds, s3_cli_config
-from tests.test_state_faults import no_traceback
+from tests.support.cli import no_traceback, run_cli
+from tests.support.config import write_config
+from tests.support.constants import NOW, TOKEN
+from tests.support.mounts import ROOT_ONLY
+from tests.support.s3 import S3Proxy, S3Server, creds, open_uploads, s3_cli_config
 
-aws_env = s3_servers.aws_env
-seaweedfs_s3 = s3_servers.seaweedfs_s3
-__all__ = ["tmpfs"]
 MiB = 2**20
 
 
@@ -126,12 +121,6 @@ async def test_a_day_folder_that_refuses_us_fails_only_its_recordings(tmp_path: 
 
 
 # -- S3: multipart uploads nobody will finish, bodies corrupted on the way ----------------------
-
-
-async def open_uploads(server: S3Server, bucket: str) -> list[str]:
-    async with server.client() as raw:
-        resp = await raw.list_multipart_uploads(Bucket=bucket)
-    return sorted(u["Key"] for u in resp.get("Uploads", []))
 
 
 async def test_a_lost_create_multipart_answer_leaks_no_upload(

@@ -23,8 +23,9 @@ from archiver.cli import main
 from archiver.config import Config, journal_path
 from archiver.ledger import Ledger
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW, cli_config
-from tests.test_cli import run_cli
+from tests.support.cli import run_cli
+from tests.support.config import cli_config
+from tests.support.constants import NOW
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -10,9 +10,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW
-from tests.test_cli import TOKEN, run_cli, start_cli, write_config
-from tests.test_lock import wait_verified
+from tests.support.cli import run_cli, start_cli, wait_verified
+from tests.support.config import write_config
+from tests.support.constants import NOW, TOKEN
 
 
 def only_backup(root: Path) -> Path:

@@ -14,14 +14,10 @@ import pytest
 from archiver.errors import ObjectLocked
 from archiver.simulator import RestcommSimulator
 from archiver.storage.base import single_chunk
-from archiver.storage.s3 import S3Settings, S3Storage
-from tests import s3_servers
-from tests.s3_servers import S3Server
-from tests.test_cli import TOKEN, run_cli
-from tests.test_s3_end_to_end import creds, s3_cli_config
-
-aws_env = s3_servers.aws_env
-seaweedfs_s3 = s3_servers.seaweedfs_s3
+from archiver.storage.s3 import S3Storage
+from tests.support.cli import run_cli
+from tests.support.constants import TOKEN
+from tests.support.s3 import S3Server, creds, s3_cli_config, s3_config
 
 
 async def compliance_bucket(server: S3Server, days: int = 30) -> str:
@@ -70,15 +66,7 @@ async def test_a_refused_delete_of_a_locked_object_names_the_lock(
 ) -> None:
     aws_env(seaweedfs_s3)
     bucket = await compliance_bucket(seaweedfs_s3, days=2)
-    cfg = S3Settings(
-        bucket=bucket,
-        prefix="calls/",
-        endpoint_url=seaweedfs_s3.endpoint_url,
-        region=seaweedfs_s3.region,
-        addressing_style="path",
-        spool_dir=str(tmp_path),
-    )
-    async with S3Storage(cfg) as s3:
+    async with S3Storage(s3_config(seaweedfs_s3, bucket, tmp_path, prefix="calls/")) as s3:
         await s3.put("locked.txt", single_chunk(b"x"), content_type="text/plain")
         with pytest.raises(ObjectLocked, match=r"under Object Lock \(COMPLIANCE until ") as err:
             await s3.delete("locked.txt", bypass_governance=True)

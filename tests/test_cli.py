@@ -4,59 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from archiver.cli import main
 from archiver.config import Config
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW
-
-TOKEN = "s3cr3t-T0KEN-value"
-
-
-def write_config(tmp_path: Path, sim: RestcommSimulator | None, **source: object) -> Path:
-    base_url = sim.base_url if sim else "http://127.0.0.1:9/restcomm"
-    account = sim.account_sid if sim else "AC" + "0" * 32
-    values = {
-        "base_url": base_url,
-        "account_sid": account,
-        "auth_token": TOKEN,
-        "page_size": 10,
-        "start_time": (NOW - timedelta(days=2)).isoformat(),
-        "poll_interval": "1s",
-        **source,
-    }
-    text = "[source]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
-    text += f'[archive]\npath = "{tmp_path}/archive"\n[ledger]\npath = "{tmp_path}/l.sqlite3"\n'
-    text += '[daemon]\ndrain_timeout = "5s"\n'
-    text += '[server]\nlisten = ""\n'  # no fixed port: a test that needs one asks for it
-    path = tmp_path / "archiver.toml"
-    path.write_text(text)
-    return path
-
-
-async def start_cli(
-    *args: str, env: dict[str, str] | None = None, **kw: Any
-) -> asyncio.subprocess.Process:
-    """``python -m archiver ARGS`` as a child process with stdout/stderr piped."""
-    kw.setdefault("stdout", asyncio.subprocess.PIPE)
-    kw.setdefault("stderr", asyncio.subprocess.PIPE)
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "archiver", *args, env={**os.environ, **(env or {})}, **kw
-    )
-
-
-async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    proc = await start_cli(*args, env=env)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.support.cli import run_cli, start_cli
+from tests.support.config import write_config
+from tests.support.constants import NOW, TOKEN
 
 
 async def test_demo_archives_into_a_folder_and_exits_0(tmp_path: Path) -> None:
@@ -215,9 +173,7 @@ async def test_run_reloads_a_rotated_token_on_401_and_on_sighup(tmp_path: Path) 
     token_file.chmod(0o600)
     async with RestcommSimulator(auth_token=TOKEN) as sim:
         sim.generate(3, start=NOW - timedelta(hours=1))
-        cfg = write_config(tmp_path, sim, auth_token_file=str(token_file))
-        text = cfg.read_text().replace(f'auth_token = "{TOKEN}"\n', "")
-        cfg.write_text(text)
+        cfg = write_config(tmp_path, sim, auth_token=None, auth_token_file=token_file)
         proc = await start_cli("--config", str(cfg), "--log-format", "json", "run")
         ledger = tmp_path / "l.sqlite3"
 

@@ -12,8 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW
-from tests.test_cli import TOKEN, run_cli, start_cli, write_config
+from tests.support.cli import run_cli, start_cli
+from tests.support.config import write_config
+from tests.support.constants import NOW, TOKEN
 
 
 async def test_every_command_has_help_with_an_example() -> None:
@@ -70,8 +71,7 @@ async def test_a_busy_metrics_port_is_exit_3_not_a_config_error(tmp_path: Path) 
     port = holder.getsockname()[1]
     try:
         async with RestcommSimulator(auth_token=TOKEN) as sim:
-            cfg = write_config(tmp_path, sim)
-            cfg.write_text(cfg.read_text().replace('listen = ""', f'listen = "127.0.0.1:{port}"'))
+            cfg = write_config(tmp_path, sim, server={"listen": f"127.0.0.1:{port}"})
             code, _out, err = await run_cli("--config", str(cfg), "run")
     finally:
         holder.close()
@@ -117,12 +117,14 @@ async def test_the_simulator_runs_on_its_own_with_faults(tmp_path: Path) -> None
             assert raw, "the simulator exited"
             key, _, value = raw.decode().partition(":")
             lines[key.strip()] = value.strip()
-        cfg = tmp_path / "sim.toml"
-        cfg.write_text(
-            f'[source]\nbase_url = "{lines["base_url"]}"\naccount_sid = "{lines["account_sid"]}"\n'
-            f'auth_token = "{lines["auth_token"]}"\nstart_time = "2020-01-01T00:00:00Z"\n'
-            f'[archive]\npath = "{tmp_path}/archive"\n[ledger]\npath = "{tmp_path}/l.sqlite3"\n'
-            '[server]\nlisten = ""\n'
+        cfg = write_config(
+            tmp_path,
+            name="sim.toml",
+            base_url=lines["base_url"],
+            account_sid=lines["account_sid"],
+            auth_token=lines["auth_token"],
+            start_time="2020-01-01T00:00:00Z",
+            page_size=None,  # the default page, as an operator's first config has it
         )
         code, out, err = await run_cli("--config", str(cfg), "sync")
     finally:

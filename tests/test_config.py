@@ -4,31 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from archiver.cli import main
-from archiver.config import load_config, parse_duration, parse_size
+from archiver.config import Config, load_config, parse_duration, parse_size
 from archiver.errors import ConfigError
+from tests.support.config import write_config
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "archiver.example.toml"
-
-MINIMAL = """
-[source]
-base_url = "http://127.0.0.1:9/restcomm"
-account_sid = "AC0123456789abcdef0123456789abcdef"
-auth_token = "t0ken-value"
-[archive]
-path = "{tmp}/archive"
-[ledger]
-path = "{tmp}/ledger.sqlite3"
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "archiver.toml"
-    p.write_text(text.replace("{tmp}", str(tmp_path)))
-    return p
 
 
 def test_example_config_loads_with_a_token_and_documents_every_key() -> None:
@@ -49,7 +34,7 @@ def test_example_config_loads_with_a_token_and_documents_every_key() -> None:
 
 def test_environment_overrides_and_types(tmp_path: Path) -> None:
     cfg = load_config(
-        write(tmp_path, MINIMAL),
+        write_config(tmp_path),
         environ={
             "ARCHIVER_SOURCE__PAGE_SIZE": "250",
             "ARCHIVER_SOURCE__LOOKBACK": "2h",
@@ -65,8 +50,8 @@ def test_environment_overrides_and_types(tmp_path: Path) -> None:
 def test_secret_file(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("from-file\n")
     (tmp_path / "token").chmod(0o600)  # readable by everyone is refused (test_modes.py)
-    text = MINIMAL.replace('auth_token = "t0ken-value"', f'auth_token_file = "{tmp_path}/token"')
-    cfg = load_config(write(tmp_path, text), environ={})
+    path = write_config(tmp_path, auth_token=None, auth_token_file=tmp_path / "token")
+    cfg = load_config(path, environ={})
     assert cfg.source.auth_token == "from-file"
     assert "from-file" not in repr(cfg)
 
@@ -74,54 +59,45 @@ def test_secret_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "env", "key"),
     [
-        (("page_size = 100", "page_size = 'many'"), {}, "source.page_size"),
-        (("[ledger]", "[ledger]\npaht = 'x'"), {}, "ledger.paht"),
-        (("", ""), {"ARCHIVER_SOURCE__LOOKBACK": "soon"}, "source.lookback"),
-        (("", ""), {"ARCHIVER_SOURCE__PAGE_SIZE": "0"}, "source.page_size"),
-        (("", ""), {"ARCHIVER_SORCE__X": "1"}, "sorce"),
+        ({"page_size": "many"}, {}, "source.page_size"),
+        ({"ledger": {"paht": "x"}}, {}, "ledger.paht"),
+        ({}, {"ARCHIVER_SOURCE__LOOKBACK": "soon"}, "source.lookback"),
+        ({}, {"ARCHIVER_SOURCE__PAGE_SIZE": "0"}, "source.page_size"),
+        ({}, {"ARCHIVER_SORCE__X": "1"}, "sorce"),
         (
-            ('auth_token = "t0ken-value"', "auth_token_file = '/nonexistent/tok'"),
+            {"auth_token": None, "auth_token_file": "/nonexistent/tok"},
             {},
             "source.auth_token_file",
         ),
-        (('auth_token = "t0ken-value"', ""), {}, "source.auth_token"),
-        (("http://127.0.0.1:9/restcomm", "ftp://x"), {}, "source.base_url"),
-        (
-            ("http://127.0.0.1:9/restcomm", "http://cpaas.example.com/restcomm"),
-            {},
-            "source.base_url",
-        ),
-        (
-            ("[archive]", "[archive]\nkey_template = '{account_sid}/{nope}.wav'"),
-            {},
-            "archive.key_template",
-        ),
-        (("[archive]", "[archive]\nbackend = 'tape'"), {}, "archive.backend"),
-        (("[archive]", "[archive]\nobject_lock_mode = 'COMPLIANCE'"), {}, "archive.retention_days"),
+        ({"auth_token": None}, {}, "source.auth_token"),
+        ({"base_url": "ftp://x"}, {}, "source.base_url"),
+        ({"base_url": "http://cpaas.example.com/restcomm"}, {}, "source.base_url"),
+        ({"archive": {"key_template": "{account_sid}/{nope}.wav"}}, {}, "archive.key_template"),
+        ({"archive": {"backend": "tape"}}, {}, "archive.backend"),
+        ({"archive": {"object_lock_mode": "COMPLIANCE"}}, {}, "archive.retention_days"),
     ],
 )
 def test_mistakes_name_the_key(
-    tmp_path: Path, edit: tuple[str, str], env: dict[str, str], key: str
+    tmp_path: Path, edit: dict[str, Any], env: dict[str, str], key: str
 ) -> None:
-    text = MINIMAL.replace("[source]", "[source]\npage_size = 100").replace(*edit)
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, text), environ=env)
+        load_config(write_config(tmp_path, **edit), environ=env)
     assert info.value.key == key, str(info.value)
     assert key in str(info.value)
 
 
 def test_plain_http_is_for_this_machine_or_an_explicit_choice(tmp_path: Path) -> None:
+    def load(base_url: str, **source: Any) -> Config:
+        return load_config(write_config(tmp_path, base_url=base_url, **source), environ={})
+
     for host in ("127.0.0.1", "localhost", "[::1]", "127.0.0.53"):
-        text = MINIMAL.replace("127.0.0.1:9", f"{host}:9")
-        assert load_config(write(tmp_path, text), environ={}).source.base_url.startswith("http://")
-    remote = MINIMAL.replace("http://127.0.0.1:9", "http://10.0.0.7:8080")
+        assert load(f"http://{host}:9/restcomm").source.base_url.startswith("http://")
+    remote = "http://10.0.0.7:8080/restcomm"
     with pytest.raises(ConfigError, match="in clear text") as info:
-        load_config(write(tmp_path, remote), environ={})
+        load(remote)
     assert info.value.key == "source.base_url"
-    allowed = remote.replace("[source]", "[source]\nallow_insecure_http = true")
-    assert load_config(write(tmp_path, allowed), environ={}).source.allow_insecure_http
-    https = MINIMAL.replace("http://127.0.0.1:9", "https://10.0.0.7")
-    assert load_config(write(tmp_path, https), environ={}).source.base_url.startswith("https")
+    assert load(remote, allow_insecure_http=True).source.allow_insecure_http
+    assert load("https://10.0.0.7/restcomm").source.base_url.startswith("https")
 
 
 def test_durations_and_sizes() -> None:
@@ -138,9 +114,9 @@ def test_durations_and_sizes() -> None:
 def test_cli_bad_config_exits_2_and_touches_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = write(tmp_path, MINIMAL.replace("page_size", "x") + "\n[bogus]\n")
+    cfg = write_config(tmp_path, bogus={})  # a section archiver does not know
     assert main(["--config", str(cfg), "sync"]) == 2
     err = capsys.readouterr().err
     assert "bogus" in err
-    assert not (tmp_path / "ledger.sqlite3").exists() and not (tmp_path / "archive").exists()
+    assert not (tmp_path / "l.sqlite3").exists() and not (tmp_path / "archive").exists()
     assert main(["--config", str(tmp_path / "missing.toml"), "sync"]) == 2

@@ -1,55 +1,27 @@
-"""Verified deletion, the audit journal, verify and reconcile (simulator, SQLite, real files)."""
+"""Verified deletion from the source (archiver/sync.py, the delete step): never unless enabled,
+only after the archived copy is re-checked, within its age and budget, and never of anything
+unverified, whatever the faults and crashes (simulator, SQLite, real files)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
-import json
 import tempfile
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archiver.audit import Head, Journal, last_line, verify_journal
-from archiver.cli import main
-from archiver.config import Config, journal_path
+from archiver.config import Config
 from archiver.ledger import Ledger
-from archiver.simulator import RestcommSimulator, SimRecording
-from tests.conftest import NOW, Harness, cli_config, make_config
-
-DAY = 86400.0
-
-
-def archive_copy(cfg: Config, sid: str) -> Path | None:
-    hits = [p for p in Path(cfg.archive.path).rglob(f"{sid}.*") if p.suffix != ".json"]
-    return hits[0] if hits else None
-
-
-def guard_deletes(sim: RestcommSimulator, cfg: Config) -> list[str]:
-    """Fail the moment the simulator gets a DELETE for a recording not verified in the archive."""
-    problems: list[str] = []
-
-    def on_delete(rec: SimRecording) -> None:
-        copy = archive_copy(cfg, rec.sid)
-        if copy is None:
-            problems.append(f"{rec.sid}: deleted with no archived copy")
-        elif hashlib.sha256(copy.read_bytes()).hexdigest() != rec.sha256():
-            problems.append(f"{rec.sid}: deleted with a wrong archived copy")
-        if not Path(f"{copy}.json").exists():
-            problems.append(f"{rec.sid}: deleted before its sidecar was written")
-
-    sim.on_delete = on_delete
-    return problems
-
-
-def events(cfg: Config) -> list[dict[str, object]]:
-    path = Path(journal_path(cfg))
-    return [json.loads(line) for line in path.read_text().splitlines()]
+from archiver.simulator import RestcommSimulator
+from tests.support.archive import archive_copy, events, guard_deletes
+from tests.support.config import make_config
+from tests.support.constants import DAY, NOW
+from tests.support.harness import Harness
 
 
 async def test_nothing_is_deleted_unless_enabled(
@@ -200,170 +172,6 @@ def test_never_deletes_unverified(
                 assert sorted(sim.deleted) == sorted(r.sid for r in recs)
 
     asyncio.run(scenario())
-
-
-async def test_journal_chain_detects_edits_removals_and_reorders(
-    sim: RestcommSimulator, config_for: Callable[..., Config]
-) -> None:
-    sim.generate(4, start=NOW - timedelta(hours=1))
-    cfg = config_for(sim)
-    await Harness(cfg).pass_()
-    path = Path(journal_path(cfg))
-    async with Ledger(cfg.ledger.path) as ledger:
-        head = Head.decode(await ledger.get_meta("audit_head"))
-    assert head is not None and head.seq == 8  # archived + verified for each
-    assert verify_journal(path, head) is None
-    good = path.read_bytes()
-    lines = good.splitlines(keepends=True)
-
-    def broken(data: bytes) -> tuple[int, str] | None:
-        path.write_bytes(data)
-        return verify_journal(path, head)
-
-    edited = lines[2].replace(b'"size":16044', b'"size":16045')
-    assert edited != lines[2]
-    assert broken(b"".join([*lines[:2], edited, *lines[3:]]))[0] == 4  # type: ignore[index]
-    assert broken(b"".join([*lines[:3], *lines[4:]]))[0] == 4  # type: ignore[index]
-    assert broken(b"".join([*lines[:3], lines[4], lines[3], *lines[5:]]))[0] == 4  # type: ignore[index]
-    result = broken(b"".join(lines[:-1]))  # the tail cut off: only the checkpoint shows it
-    assert result is not None and "checkpoint" in result[1]
-    path.write_bytes(good)
-    config_file = path.parent / "c.toml"
-    config_file.write_text(
-        f'[source]\nbase_url = "{sim.base_url}"\naccount_sid = "{sim.account_sid}"\n'
-        f'auth_token = "x"\n[archive]\npath = "{cfg.archive.path}"\n'
-        f'[ledger]\npath = "{cfg.ledger.path}"\n'
-    )
-    assert await asyncio.to_thread(main, ["--config", str(config_file), "audit", "verify"]) == 0
-    path.write_bytes(b"".join([*lines[:2], edited, *lines[3:]]))
-    assert await asyncio.to_thread(main, ["--config", str(config_file), "audit", "verify"]) == 1
-
-
-def test_last_line_reads_backwards_across_blocks(tmp_path: Path) -> None:
-    path = tmp_path / "j"
-    for lines in ([], [b"a" * 20], [b"x", b"y" * 30, b"z" * 3], [b"p" * 9, b"q" * 7]):
-        path.write_bytes(b"".join(line + b"\n" for line in lines))
-        for block in (1, 2, 7, 8, 64, 65536):
-            assert last_line(path, block) == (lines[-1] + b"\n" if lines else b"")
-
-
-async def test_journal_reopens_from_its_last_line_alone(tmp_path: Path) -> None:
-    # Opening reads only the last line, so a journal of years opens as fast as a new one; a
-    # damaged older line does not stop archiving, and `audit verify` still finds it.
-    path = tmp_path / "audit.jsonl"
-    async with Journal(path) as journal:
-        for n in range(5):
-            journal.append("archived", sid=f"RE{n}", size=n)
-        head = journal.head
-    lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(b"".join([b"not json\n", *lines[1:]]))
-    async with Journal(path) as journal:
-        assert journal.head == head
-        after = journal.append("verified", sid="RE4")
-    assert after.seq == 6
-    assert json.loads(path.read_bytes().splitlines()[-1])["prev"] == head.sha256
-    path.write_bytes(b"".join([*lines, path.read_bytes().splitlines(keepends=True)[-1]]))
-    assert verify_journal(path, after) is None  # the chain, with line 1 restored, holds
-    path.write_bytes(b"".join([b"not json\n", *path.read_bytes().splitlines(True)[1:]]))
-    assert verify_journal(path, after) == (1, "not JSON")
-
-
-async def test_daily_manifests_are_written_into_the_archive(
-    sim: RestcommSimulator, config_for: Callable[..., Config]
-) -> None:
-    sim.generate(3, start=NOW - timedelta(hours=1))
-    cfg = config_for(sim)
-    h = Harness(cfg)
-    await h.pass_()
-    day = events(cfg)[0]["ts"]
-    assert isinstance(day, str)
-    h.clock = lambda: NOW.timestamp() + 3 * DAY  # the journal's day is now closed
-    await h.pass_()
-    manifest = Path(cfg.archive.path) / "audit" / day[:4] / day[5:7] / f"{day[8:10]}.jsonl"
-    assert manifest.exists()
-    assert (
-        manifest.read_bytes() == Path(journal_path(cfg)).read_bytes()[: len(manifest.read_bytes())]
-    )
-
-
-async def test_verify_lists_removed_and_corrupted_copies(
-    sim: RestcommSimulator, config_for: Callable[..., Config], capsys: pytest.CaptureFixture[str]
-) -> None:
-    a, b, _c = sim.generate(3, start=NOW - timedelta(hours=1))
-    cfg = config_for(sim)
-    await Harness(cfg).pass_()
-    cli = cli_config(cfg, sim)
-    assert await asyncio.to_thread(main, ["--config", str(cli), "verify"]) == 0
-    archive_copy(cfg, a.sid).unlink()  # type: ignore[union-attr]
-    corrupt = archive_copy(cfg, b.sid)
-    assert corrupt is not None
-    corrupt.write_bytes(b"RIFF" + corrupt.read_bytes()[4:-3] + b"xyz")
-    capsys.readouterr()
-    assert await asyncio.to_thread(main, ["--config", str(cli), "verify", "--deep"]) == 1
-    out = capsys.readouterr().out
-    assert f"DRIFT {a.sid}" in out and "missing" in out
-    assert f"DRIFT {b.sid}" in out and "sha256" in out
-    assert "2 discrepancies" in out
-
-
-async def test_reconcile_finds_what_arrived_before_the_watermark(
-    sim: RestcommSimulator, config_for: Callable[..., Config]
-) -> None:
-    sim.generate(30, start=NOW - timedelta(hours=3), spacing=timedelta(minutes=6))
-    cfg = config_for(sim, lookback="15m", page_size=10)
-    h = Harness(cfg)
-    await h.pass_()
-    old = sim.generate(2, start=NOW - timedelta(hours=10))  # far behind the watermark
-    normal = await h.pass_()
-    assert normal.scan.new == 0  # outside the lookback: the normal pass cannot see them
-    watermark = await h.watermark()
-    reconciled = await h.pass_(since=NOW - timedelta(days=1))
-    assert reconciled.scan.new == 2 and reconciled.verified == 2
-    assert await h.watermark() == watermark  # a reconcile never moves the watermark
-    assert all(archive_copy(cfg, r.sid) for r in old)
-
-
-async def test_daemon_reconciles_on_schedule(
-    sim: RestcommSimulator, config_for: Callable[..., Config]
-) -> None:
-    from archiver.daemon import Daemon
-
-    sim.generate(30, start=NOW - timedelta(hours=3), spacing=timedelta(minutes=6))
-    cfg = config_for(sim, page_size=10, reconcile_interval="1h", reconcile_window="2d")
-    await Harness(cfg).pass_()
-    old = sim.generate(2, start=NOW - timedelta(hours=20))  # behind the watermark's lookback
-    clock = [NOW.timestamp()]
-    async with Harness(cfg, clock=lambda: clock[0]).syncer() as syncer:
-        ledger = syncer.ledger
-        await ledger.set_meta("last_reconcile_at", str(NOW.timestamp() - 600))
-        daemon = Daemon(syncer, poll_interval=3600, max_backoff=3600)
-        stopping = asyncio.Event()
-        await daemon.one_pass(stopping)
-        await daemon.maybe_reconcile(stopping)  # reconciled 10 minutes ago: not yet
-        assert not any(archive_copy(cfg, r.sid) for r in old)
-        clock[0] += 3600
-        await daemon.maybe_reconcile(stopping)
-        assert all(archive_copy(cfg, r.sid) for r in old)
-        assert float(await ledger.get_meta("last_reconcile_at") or 0) == clock[0]
-
-
-async def test_retry_command_makes_failed_recordings_due_again(
-    sim: RestcommSimulator, config_for: Callable[..., Config], capsys: pytest.CaptureFixture[str]
-) -> None:
-    rec = sim.generate(1, start=NOW - timedelta(hours=1))[0]
-    fault = sim.inject(path=r"\.wav", status=200, body=b"<html/>", times=None)
-    cfg = config_for(sim, max_attempts=1)
-    h = Harness(cfg)
-    await h.pass_()
-    assert (await h.ledger_rows())[rec.sid][0] == "failed"
-    fault.remove()
-    await h.pass_()
-    assert (await h.ledger_rows())[rec.sid][0] == "failed"  # permanent: not retried by itself
-    cli = cli_config(cfg, sim)
-    assert await asyncio.to_thread(main, ["--config", str(cli), "retry", rec.sid]) == 0
-    assert "1 failed recording(s)" in capsys.readouterr().out
-    await h.pass_()
-    assert (await h.ledger_rows())[rec.sid][0] == "verified"
 
 
 async def test_a_recording_listed_again_after_its_delete_is_deleted_again(

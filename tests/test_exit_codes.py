@@ -14,8 +14,9 @@ from pathlib import Path
 from archiver.ledger import Ledger
 from archiver.simulator import RestcommSimulator
 from archiver.transfer import DEFAULT_OUTAGE_STREAK, DEFAULT_TRANSFER_ATTEMPTS
-from tests.conftest import NOW
-from tests.test_cli import TOKEN, run_cli, start_cli, write_config
+from tests.support.cli import run_cli, start_cli
+from tests.support.config import write_config
+from tests.support.constants import NOW, TOKEN
 
 
 def media_requests(sim: RestcommSimulator) -> int:

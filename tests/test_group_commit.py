@@ -14,11 +14,11 @@ from archiver.commit import GroupCommit
 from archiver.ledger import Ledger, VerifiedCopy
 from archiver.model import Recording
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW, Harness, make_config
-from tests.mounts import fill, tmpfs
-
-__all__ = ["tmpfs"]  # the fixture, imported for the test below
-from tests.test_cli import TOKEN, run_cli, write_config
+from tests.support.cli import run_cli
+from tests.support.config import make_config, write_config
+from tests.support.constants import NOW, TOKEN
+from tests.support.harness import Harness
+from tests.support.mounts import fill
 
 
 def verified_lines(journal: Path) -> int:
@@ -65,9 +65,8 @@ async def test_a_journal_that_cannot_be_written_counts_nothing_and_claims_nothin
     volume = tmpfs("journal", "1m")
     async with RestcommSimulator(auth_token=TOKEN) as sim:
         sim.generate(3, start=NOW - timedelta(hours=2))
-        cfg = write_config(tmp_path, sim)
         journal = volume / "audit.jsonl"
-        cfg.write_text(cfg.read_text() + f'[audit]\njournal = "{journal}"\n')
+        cfg = write_config(tmp_path, sim, audit={"journal": journal})
         code, _out, err = await run_cli("--config", str(cfg), "sync")
         assert code == 0, err
         filler = fill(volume)

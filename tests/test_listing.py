@@ -18,8 +18,9 @@ from structlog.testing import capture_logs
 
 from archiver.config import Config
 from archiver.simulator import RestcommSimulator, SimRecording
-from tests.conftest import NOW, Harness
-from tests.test_sync import archived_files, assert_archive_matches
+from tests.support.archive import archived_files, assert_archive_matches
+from tests.support.constants import NOW
+from tests.support.harness import Harness
 
 
 def add_at(sim: RestcommSimulator, when: datetime, n: int = 1) -> list[SimRecording]:

@@ -13,12 +13,9 @@ from pathlib import Path
 
 from archiver.lock import lock_path
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW
-from tests.test_cli import TOKEN, run_cli, start_cli, write_config
-
-
-def daemon_config(tmp_path: Path, sim: RestcommSimulator) -> Path:
-    return write_config(tmp_path, sim)  # with listen = "": no port the test did not ask for
+from tests.support.cli import run_cli, start_cli, wait_verified
+from tests.support.config import write_config
+from tests.support.constants import NOW, TOKEN
 
 
 async def holder_of(path: Path, pid: int) -> dict[str, object]:
@@ -32,21 +29,12 @@ async def holder_of(path: Path, pid: int) -> dict[str, object]:
     raise AssertionError(f"{path} never named PID {pid}")
 
 
-async def wait_verified(cfg: Path, n: int) -> None:
-    for _ in range(200):
-        code, out, _err = await run_cli("--config", str(cfg), "status", "--json")
-        if code == 0 and json.loads(out)["states"]["verified"] == n:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never {n} verified")
-
-
 async def test_second_writer_exits_3_naming_the_daemon_while_readers_work(
     tmp_path: Path,
 ) -> None:
     async with RestcommSimulator(auth_token=TOKEN) as sim:
         sim.generate(5, start=NOW - timedelta(hours=1))
-        cfg = daemon_config(tmp_path, sim)
+        cfg = write_config(tmp_path, sim)
         proc = await start_cli("--config", str(cfg), "run", stdout=asyncio.subprocess.DEVNULL)
         try:
             holder = await holder_of(lock_path(tmp_path / "l.sqlite3"), proc.pid)
@@ -83,7 +71,7 @@ async def test_second_writer_exits_3_naming_the_daemon_while_readers_work(
 async def test_the_kernel_releases_the_lock_of_a_killed_holder(tmp_path: Path) -> None:
     async with RestcommSimulator(auth_token=TOKEN) as sim:
         sim.generate(3, start=NOW - timedelta(hours=1))
-        cfg = daemon_config(tmp_path, sim)
+        cfg = write_config(tmp_path, sim)
         ledger = tmp_path / "l.sqlite3"
         child = await asyncio.create_subprocess_exec(
             sys.executable,

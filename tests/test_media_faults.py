@@ -10,8 +10,9 @@ from pathlib import Path
 
 from archiver.config import Config
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW, Harness
-from tests.test_sync import archived_files, assert_archive_matches
+from tests.support.archive import archived_files, assert_archive_matches
+from tests.support.constants import NOW
+from tests.support.harness import Harness
 
 HTML = {"status": 200, "body": b"<html>502 Bad Gateway</html>", "content_type": "text/html"}
 

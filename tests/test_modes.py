@@ -17,10 +17,9 @@ import pytest
 from archiver.config import load_config
 from archiver.errors import ConfigError
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW
-from tests.test_cli import TOKEN, run_cli, start_cli, write_config
-from tests.test_config import MINIMAL, write
-from tests.test_lock import daemon_config, wait_verified
+from tests.support.cli import run_cli, start_cli, wait_verified
+from tests.support.config import write_config
+from tests.support.constants import NOW, TOKEN
 
 
 def mode(path: Path) -> int:
@@ -33,12 +32,12 @@ def open_umask() -> None:
 
 def state_config(tmp_path: Path, sim: RestcommSimulator, **archive: str) -> Path:
     """Ledger and journal in folders archiver must create itself."""
-    cfg = daemon_config(tmp_path, sim)
-    text = cfg.read_text().replace(f'"{tmp_path}/l.sqlite3"', f'"{tmp_path}/state/db/l.sqlite3"')
-    text = text.replace(f'"{tmp_path}/archive"', f'"{tmp_path}/archive/recordings"')
-    extra = "".join(f'{k} = "{v}"\n' for k, v in archive.items())
-    cfg.write_text(text.replace("[archive]\n", f"[archive]\n{extra}"))
-    return cfg
+    return write_config(
+        tmp_path,
+        sim,
+        ledger={"path": tmp_path / "state" / "db" / "l.sqlite3"},
+        archive={"path": tmp_path / "archive" / "recordings", **archive},
+    )
 
 
 def archive_modes(root: Path) -> tuple[set[int], set[int]]:
@@ -96,9 +95,9 @@ async def test_the_archive_can_be_opened_to_a_group_the_state_cannot(tmp_path: P
     ],
 )
 def test_bad_modes_name_the_key(tmp_path: Path, key: str, value: str, why: str) -> None:
-    text = MINIMAL.replace("[archive]\n", f'[archive]\n{key} = "{value}"\n')
+    cfg = write_config(tmp_path, archive={key: value})
     with pytest.raises(ConfigError, match=why) as info:
-        load_config(write(tmp_path, text), environ={})
+        load_config(cfg, environ={})
     assert info.value.key == f"archive.{key}"
 
 
@@ -106,13 +105,13 @@ def test_a_token_file_readable_by_everyone_is_refused(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("from-file\n")
     token.chmod(0o644)
-    text = MINIMAL.replace('auth_token = "t0ken-value"', f'auth_token_file = "{token}"')
+    cfg = write_config(tmp_path, auth_token=None, auth_token_file=token)
     with pytest.raises(ConfigError, match=f"chmod 600 {token}") as info:
-        load_config(write(tmp_path, text), environ={})
+        load_config(cfg, environ={})
     assert info.value.key == "source.auth_token_file" and "mode 0644" in str(info.value)
     assert "from-file" not in str(info.value)
     token.chmod(0o600)
-    assert load_config(write(tmp_path, text), environ={}).source.auth_token == "from-file"
+    assert load_config(cfg, environ={}).source.auth_token == "from-file"
 
 
 async def test_a_token_file_readable_by_its_group_is_used_with_a_warning(tmp_path: Path) -> None:
@@ -120,10 +119,7 @@ async def test_a_token_file_readable_by_its_group_is_used_with_a_warning(tmp_pat
         token = tmp_path / "token"
         token.write_text(TOKEN + "\n")
         token.chmod(0o640)
-        cfg = write_config(tmp_path, sim)
-        cfg.write_text(
-            cfg.read_text().replace(f'auth_token = "{TOKEN}"', f'auth_token_file = "{token}"')
-        )
+        cfg = write_config(tmp_path, sim, auth_token=None, auth_token_file=token)
         code, _out, err = await run_cli("--config", str(cfg), "--log-format", "json", "check")
     assert code == 0, err
     [warning] = [json.loads(x) for x in err.splitlines() if "config.secret_file_readable" in x]

@@ -11,7 +11,8 @@ from structlog.testing import capture_logs
 from archiver.config import Config
 from archiver.progress import Progress
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW, Harness
+from tests.support.constants import NOW
+from tests.support.harness import Harness
 
 
 class Terminal(io.StringIO):

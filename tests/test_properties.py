@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archiver.simulator import RestcommSimulator, SimRecording
-from tests.conftest import NOW, Harness, make_config
+from tests.support.config import make_config
+from tests.support.constants import NOW
+from tests.support.harness import Harness
 
 # (age in seconds when it appears, recordings sharing that second); ages stay inside lookback
 batch = st.lists(st.tuples(st.integers(0, 600), st.integers(1, 5)), max_size=6)

@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from tenacity import RetryCallState
 
 from archiver import retry
+from archiver.cli import main
 from archiver.config import Config
 from archiver.daemon import Daemon
 from archiver.errors import MediaInvalid, SourceUnavailable
@@ -25,8 +26,10 @@ from archiver.ledger import Ledger
 from archiver.simulator import RestcommSimulator, SimRecording
 from archiver.source.restcomm import RateLimiter, RestcommClient
 from archiver.sync import Syncer
-from tests.conftest import NOW, Harness, cli_config
-from tests.test_cli import TOKEN, run_cli, start_cli, write_config
+from tests.support.cli import run_cli, start_cli
+from tests.support.config import cli_config, write_config
+from tests.support.constants import NOW, TOKEN
+from tests.support.harness import Harness
 
 
 def test_retry_after_is_honoured_and_backoff_is_bounded() -> None:
@@ -134,6 +137,25 @@ async def test_failed_recordings_back_off_then_stay_failed(
     assert code == 1 and rec.sid in out and "permanent" in out
 
 
+async def test_retry_command_makes_failed_recordings_due_again(
+    sim: RestcommSimulator, config_for: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec = sim.generate(1, start=NOW - timedelta(hours=1))[0]
+    fault = sim.inject(path=r"\.wav", status=200, body=b"<html/>", times=None)
+    cfg = config_for(sim, max_attempts=1)
+    h = Harness(cfg)
+    await h.pass_()
+    assert (await h.ledger_rows())[rec.sid][0] == "failed"
+    fault.remove()
+    await h.pass_()
+    assert (await h.ledger_rows())[rec.sid][0] == "failed"  # permanent: not retried by itself
+    cli = cli_config(cfg, sim)
+    assert await asyncio.to_thread(main, ["--config", str(cli), "retry", rec.sid]) == 0
+    assert "1 failed recording(s)" in capsys.readouterr().out
+    await h.pass_()
+    assert (await h.ledger_rows())[rec.sid][0] == "verified"
+
+
 async def test_media_404_is_retried_within_grace_without_counting(
     sim: RestcommSimulator, config_for: Callable[..., Config]
 ) -> None:
@@ -208,13 +230,16 @@ async def test_full_disk_stops_the_pass_cleanly(tmp_path: Path) -> None:
 
 async def test_unwritable_archive_or_ledger_path_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("a file where a folder should be")
-    cfg = write_config(tmp_path, None)
-    text = cfg.read_text().replace(f"{tmp_path}/archive", f"{tmp_path}/blocker/archive")
-    cfg.write_text(text)
+    blocked = tmp_path / "blocker"
+    cfg = write_config(tmp_path, None, archive={"path": blocked / "archive"})
     code, _out, err = await run_cli("--config", str(cfg), "sync")
     assert code == 3 and "archive folder" in err
-    text = cfg.read_text().replace(f"{tmp_path}/l.sqlite3", f"{tmp_path}/blocker/l.sqlite3")
-    cfg.write_text(text)
+    cfg = write_config(
+        tmp_path,
+        None,
+        archive={"path": blocked / "archive"},
+        ledger={"path": blocked / "l.sqlite3"},
+    )
     code, _out, err = await run_cli("--config", str(cfg), "sync")
     # the state volume, not a config value: exit 3, which systemd restarts (issue 13)
     assert code == 3 and f"{tmp_path}/blocker/l.sqlite3" in err and "Not a directory" in err
@@ -231,8 +256,9 @@ async def test_sigkill_at_random_moments_converges_to_one_correct_copy(tmp_path:
             spacing=timedelta(seconds=40),
         )
         sim.inject(path=r"\.wav", delay=0.01, times=None)  # keep transfers in flight
-        cfg = write_config(tmp_path, sim, concurrency=4, page_size=7)
-        cfg.write_text(cfg.read_text() + '[delete]\nenabled = true\nmin_age = "0s"\n')
+        cfg = write_config(
+            tmp_path, sim, concurrency=4, page_size=7, delete={"enabled": True, "min_age": "0s"}
+        )
         deleted_unverified: list[str] = []
 
         def on_delete(rec: SimRecording) -> None:

@@ -25,7 +25,7 @@ from archiver.source.restcomm import (
     parse_recording,
     parse_retry_after,
 )
-from tests.conftest import NOW
+from tests.support.constants import NOW
 
 
 def client_for(sim: RestcommSimulator, token: str | None = None) -> RestcommClient:

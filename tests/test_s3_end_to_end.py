@@ -5,53 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from archiver.simulator import RestcommSimulator
-from tests import s3_servers
-from tests.conftest import NOW
-from tests.s3_servers import S3Proxy, S3Server
-from tests.test_cli import TOKEN, run_cli
+from tests.support.cli import run_cli
+from tests.support.constants import NOW, TOKEN
+from tests.support.s3 import S3Proxy, S3Server, creds, s3_cli_config
 
-aws_env = s3_servers.aws_env
-moto_s3 = s3_servers.moto_s3
-seaweedfs_s3 = s3_servers.seaweedfs_s3
 MiB = 2**20
-
-
-def s3_cli_config(
-    tmp: Path, sim: RestcommSimulator, server: S3Server, bucket: str, **archive: Any
-) -> Path:
-    values: dict[str, Any] = {
-        "backend": "s3",
-        "bucket": bucket,
-        "prefix": "calls/",
-        "endpoint_url": server.endpoint_url,
-        "region": server.region,
-        "addressing_style": "path",
-        "multipart_threshold": "5MiB",
-        "part_size": "5MiB",
-        "spool_dir": str(tmp),
-    }
-    values.update(archive)
-    text = (
-        f'[source]\nbase_url = "{sim.base_url}"\naccount_sid = "{sim.account_sid}"\n'
-        f'auth_token = "{TOKEN}"\npage_size = 10\n'
-        f'start_time = "{(NOW - timedelta(days=2)).isoformat()}"\n[archive]\n'
-        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
-        + f'[ledger]\npath = "{tmp}/ledger.sqlite3"\n[server]\nlisten = ""\n'
-    )
-    path = tmp / "archiver.toml"
-    path.write_text(text)
-    return path
-
-
-def creds(server: S3Server) -> dict[str, str]:
-    return {
-        "AWS_ACCESS_KEY_ID": server.access_key,
-        "AWS_SECRET_ACCESS_KEY": server.secret_key,
-        "AWS_DEFAULT_REGION": server.region,
-    }
 
 
 async def test_sync_to_s3_archives_verifies_and_writes_sidecars(
@@ -152,8 +112,8 @@ async def test_locked_archive_with_verified_deletion_on_seaweedfs(
             object_lock_mode="GOVERNANCE",
             retention_days=2,
             legal_hold=True,
+            delete={"enabled": True, "min_age": "0s"},
         )
-        cfg.write_text(cfg.read_text() + '[delete]\nenabled = true\nmin_age = "0s"\n')
         before = datetime.now(UTC)  # the store's retention is real time, whatever NOW is
         code, _out, err = await run_cli("--config", str(cfg), "sync", env=creds(seaweedfs_s3))
         assert code == 0, err

@@ -16,7 +16,8 @@ from archiver.daemon import Daemon
 from archiver.metrics import REGISTRY
 from archiver.server import Health, HealthServer
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW, Harness
+from tests.support.constants import NOW
+from tests.support.harness import Harness
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -12,8 +12,10 @@ from pathlib import Path
 from archiver.cli import main
 from archiver.config import Config
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW, Harness, cli_config, make_config
-from tests.test_delete import archive_copy, events, guard_deletes
+from tests.support.archive import archive_copy, events, guard_deletes
+from tests.support.config import cli_config, make_config
+from tests.support.constants import NOW
+from tests.support.harness import Harness
 
 
 def sidecar_of(cfg: Config, sid: str) -> Path:

@@ -16,23 +16,15 @@ from archiver.errors import LedgerError
 from archiver.ledger import Ledger
 from archiver.model import Recording
 from archiver.simulator import RestcommSimulator
-from tests.conftest import NOW
-from tests.mounts import fill, read_only_bind, tmpfs
-from tests.test_cli import TOKEN, run_cli, write_config
-
-__all__ = ["tmpfs"]  # the fixture, imported for the tests below
+from tests.support.cli import no_traceback, run_cli
+from tests.support.config import write_config
+from tests.support.constants import NOW, TOKEN
+from tests.support.mounts import fill, read_only_bind
 
 
 def state_config(tmp_path: Path, sim: RestcommSimulator, state: Path) -> Path:
     """A CLI config whose ledger (and journal, lock) live in ``state``."""
-    cfg = write_config(tmp_path, sim)
-    text = cfg.read_text().replace(f'"{tmp_path}/l.sqlite3"', f'"{state}/l.sqlite3"')
-    cfg.write_text(text)
-    return cfg
-
-
-def no_traceback(err: str) -> None:
-    assert not [line for line in err.splitlines() if line.startswith("Traceback")], err
+    return write_config(tmp_path, sim, ledger={"path": state / "l.sqlite3"})
 
 
 async def test_an_empty_ledger_file_is_refused_not_taken_as_new(tmp_path: Path) -> None:

@@ -32,14 +32,11 @@ from archiver.storage import open_storage
 from archiver.storage.base import Storage, StoredObject, single_chunk
 from archiver.storage.s3 import S3Storage
 from archiver.storage.s3_errors import from_client_error
-from tests import s3_servers
-from tests.s3_servers import S3Proxy, S3Server, free_port
-from tests.test_storage_contract import KEY, META, PART, chunks, payload, read_all, s3_config
+from tests.support.process import free_port
+from tests.support.s3 import PART, S3Proxy, S3Server, open_uploads, s3_config
+from tests.support.storage import KEY, META, chunks, payload, read_all
 
 # The real-server fixtures (session-scoped) and the AWS_* isolation (autouse here).
-aws_env = s3_servers.aws_env
-moto_s3 = s3_servers.moto_s3
-seaweedfs_s3 = s3_servers.seaweedfs_s3
 
 MiB = 2**20
 Env = Callable[..., None]
@@ -53,12 +50,6 @@ def server(request: pytest.FixtureRequest) -> S3Server:
 
 def sha_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-async def uploads(server: S3Server, bucket: str, prefix: str = "") -> list[str]:
-    async with server.client() as raw:
-        resp = await raw.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
-    return sorted(u["Key"] for u in resp.get("Uploads", []))
 
 
 async def head(server: S3Server, bucket: str, key: str = KEY) -> dict[str, Any]:
@@ -182,7 +173,7 @@ async def test_corrupted_part_refused_and_upload_aborted(
         with pytest.raises(StorageUnavailable, match="BadDigest"):
             await s3.put(KEY, chunks(payload(2 * PART + 1)), content_type="audio/wav")
         assert await s3.stat(KEY) is None
-    assert await uploads(seaweedfs_s3, bucket) == []
+    assert await open_uploads(seaweedfs_s3, bucket) == []
     assert list(spool.iterdir()) == []
 
 
@@ -209,7 +200,7 @@ async def test_failed_multipart_upload_is_aborted(
         with pytest.raises(StorageUnavailable, match="InternalError"):
             await s3.put(KEY, chunks(payload(2 * PART + 1)), content_type="audio/wav")
         assert await s3.stat(KEY) is None
-    assert await uploads(server, bucket) == []
+    assert await open_uploads(server, bucket) == []
     assert list(spool.iterdir()) == []
 
 
@@ -240,7 +231,7 @@ async def test_cancelled_multipart_upload_is_aborted(
         with pytest.raises(asyncio.CancelledError):
             await task
         assert await s3.stat(KEY) is None
-    assert await uploads(server, bucket) == []
+    assert await open_uploads(server, bucket) == []
     assert list(spool.iterdir()) == []
 
 
@@ -371,7 +362,7 @@ async def test_conditional_put_needs_no_existence_check(
             assert again == [("HEAD", None, 200)]  # found first: nothing uploaded again
         else:
             assert again == [("PUT", "*", 412), ("HEAD", None, 200)]  # refused, then looked
-        assert await uploads(moto_s3, bucket) == []
+        assert await open_uploads(moto_s3, bucket) == []
 
 
 async def test_a_racing_writer_is_never_overwritten_by_a_multipart_upload(
@@ -395,7 +386,7 @@ async def test_a_racing_writer_is_never_overwritten_by_a_multipart_upload(
             await s3.put(KEY, chunks(ours), content_type="audio/wav", metadata=META)
         assert ("POST", "*", 412) in proxy.on(KEY)
         assert await read_all(s3, KEY) == theirs
-        assert await uploads(moto_s3, bucket) == []  # the refused upload was aborted
+        assert await open_uploads(moto_s3, bucket) == []  # the refused upload was aborted
 
 
 async def test_store_ignoring_if_none_match_gets_a_head_before_every_put(
@@ -538,13 +529,13 @@ async def test_stale_multipart_uploads_under_prefix_aborted_on_enter(
     if server.name == "seaweedfs":  # real clock: a fresh upload survives the default grace
         async with S3Storage(cfg):
             pass
-        assert len(await uploads(server, bucket)) == 3
+        assert len(await open_uploads(server, bucket)) == 3
         storage = S3Storage(cfg, stale_upload_age=timedelta(0))
     else:  # moto reports every upload as initiated in 2010
         storage = S3Storage(cfg)
     async with storage:
         pass
-    assert await uploads(server, bucket) == ["other/keep.wav"]
+    assert await open_uploads(server, bucket) == ["other/keep.wav"]
 
 
 async def test_wrong_credentials_denied(

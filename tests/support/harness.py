@@ -1,0 +1,60 @@
+"""The in-process sync pass against the simulator, wired as the CLI wires it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from archiver.audit import Journal
+from archiver.config import Config, journal_path
+from archiver.ledger import Ledger
+from archiver.metrics import PrometheusHooks
+from archiver.source import open_source
+from archiver.storage.local import LocalStorage
+from archiver.sync import Syncer
+from tests.support.constants import NOW
+
+
+class Harness:
+    """Opens client, storage and ledger for one config, like the CLI does."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], float] | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or (lambda: NOW.timestamp())
+        self.hooks = PrometheusHooks()  # as the CLI wires it: the metrics tests read them
+
+    @contextlib.asynccontextmanager
+    async def syncer(self, syncer_class: type[Syncer] = Syncer) -> AsyncIterator[Syncer]:
+        """A Syncer over freshly opened ledger, client, local storage and journal."""
+        async with (
+            Ledger(self.cfg.ledger.path) as ledger,
+            open_source(self.cfg.source, self.hooks) as client,
+            LocalStorage(self.cfg.archive.path) as storage,
+            Journal(journal_path(self.cfg), clock=lambda: self.clock()) as journal,
+        ):
+            yield syncer_class(
+                self.cfg,
+                client,
+                storage,
+                ledger,
+                clock=self.clock,
+                journal=journal,
+                hooks=self.hooks,
+            )
+
+    async def pass_(self, **kw: Any) -> Any:
+        async with self.syncer() as syncer:
+            return await syncer.run_pass(**kw)
+
+    async def ledger_rows(self) -> dict[str, Any]:
+        async with (
+            Ledger(self.cfg.ledger.path) as ledger,
+            ledger.db.execute("SELECT sid, state, sha256, last_error FROM recordings") as c,
+        ):
+            return {r[0]: r[1:] for r in await c.fetchall()}
+
+    async def watermark(self) -> datetime | None:
+        async with Ledger(self.cfg.ledger.path) as ledger:
+            return await ledger.watermark()
