@@ -127,7 +127,7 @@ async def test_multipart_above_threshold_with_per_part_checksums(
 
 
 def _flip(body: Any) -> bytes:
-    corrupted = bytearray(body)
+    corrupted = bytearray(body.read() if hasattr(body, "read") else body)  # a file or bytes
     corrupted[len(corrupted) // 2] ^= 0x01
     return bytes(corrupted)
 

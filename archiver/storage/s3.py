@@ -32,6 +32,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import io
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -388,11 +389,15 @@ class S3Storage:
             # the condition is checked when the upload completes: the object appears only then
             await self._put_multipart(full, spool, args, condition)
             return
+        # a file object, not raw bytes: aiohttp sends a large bytes body in one write that can
+        # hold the event loop (and says so with a ResourceWarning); the buffer is released as
+        # it is copied, so the body is in memory once
+        body, spool.buffer = io.BytesIO(spool.buffer), bytearray()
         with boundary(f"PutObject {self.describe(key)}"):
             await self._client.put_object(
                 **args,
                 **condition,
-                Body=spool.buffer,
+                Body=body,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=spool.digest_b64,
             )
