@@ -44,6 +44,7 @@ from archiver.lock import WriterLock
 from archiver.metrics import PrometheusHooks
 from archiver.notify import Notifier
 from archiver.progress import Progress
+from archiver.rebuild import rebuild_ledger
 from archiver.server import Health, HealthServer
 from archiver.source import open_source
 from archiver.storage import open_storage
@@ -55,7 +56,16 @@ log = structlog.get_logger("archiver.cli")
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG, EXIT_UNREACHABLE = 0, 1, 2, 3
 # the commands that write the ledger, the journal or the archive: one process at a time
 WRITING_COMMANDS = frozenset(
-    {"sync", "run", "reconcile", "retry", "check", "audit recover", "verify --repair"}
+    {
+        "sync",
+        "run",
+        "reconcile",
+        "retry",
+        "check",
+        "audit recover",
+        "verify --repair",
+        "ledger rebuild",
+    }
 )
 DEFAULT_DEMO_RECORDINGS = 300
 
@@ -205,6 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _global_options(ar, top=False)
     ar.add_argument("--reason", required=True, help="why, in words an auditor will read later")
+    lg = command(
+        "ledger",
+        "the ledger: rebuild a lost one from the archive",
+        "When the state volume is lost and no backup is left, 'ledger rebuild' writes a new "
+        "ledger at ledger.path from the sidecars in the archive: one row per archived copy, "
+        "'archived' (the next pass verifies every copy again before it counts or may be "
+        "deleted); the watermark is left unset, so the next pass lists from start_time. "
+        "Audio without a sidecar and sidecars that cannot be used are named; the next pass "
+        "archives them again from the source (the same bytes: nothing is rewritten).",
+        "archiver ledger rebuild --config /etc/archiver/archiver.toml",
+    )
+    lg_sub = lg.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    lg_rebuild = lg_sub.add_parser(
+        "rebuild", help="write a new ledger from the archive's sidecars (the old one is lost)"
+    )
+    _global_options(lg_rebuild, top=False)
     bk = command(
         "backup",
         "copy the ledger and the audit journal, consistently, while the daemon runs",
@@ -635,6 +661,44 @@ async def cmd_backup(cfg: Config, to: str) -> int:
     return EXIT_OK
 
 
+async def cmd_ledger_rebuild(cfg: Config) -> int:
+    path = Path(cfg.ledger.path)
+    if path.exists():
+        raise ConfigError(
+            "ledger.path",
+            f"{path} exists: 'ledger rebuild' writes a new ledger and never touches one that is "
+            f"there. If it is damaged, move it aside first (mv {path} {path}.damaged) or restore "
+            "a backup (README 'Backup and restore')",
+        )
+    async with (
+        Ledger(path) as ledger,
+        Journal(journal_path(cfg)) as journal,
+        open_storage(cfg.archive) as storage,
+    ):
+        result = await rebuild_ledger(storage, ledger, time.time)
+        journal.append(
+            "ledger-rebuilt",
+            rows=result.rows,
+            without_sidecar=result.orphans,
+            unusable=result.unusable,
+            archive=storage.describe(),
+        )
+        await ledger.set_audit_checkpoint((await journal.sync()).encode())
+    print(
+        f"rebuilt      {path}: {result.rows} rows from sidecars in {storage.describe()}, "
+        f"{result.orphans} without a sidecar, {result.unusable} unusable"
+    )
+    for key, why in result.problems:
+        print(f"  skipped    {key}: {why}")
+    if len(result.problems) < result.orphans + result.unusable:
+        print(f"  ... and {result.orphans + result.unusable - len(result.problems)} more (the log)")
+    print(
+        "next         'archiver sync' verifies every copy again and archives from the source "
+        "whatever the archive lacks (status shows them 'archived' until then)"
+    )
+    return EXIT_OK if result.orphans + result.unusable == 0 else EXIT_FAILURES
+
+
 async def cmd_retry(cfg: Config, sids: list[str]) -> int:
     code = EXIT_OK
     async with Ledger(cfg.ledger.path) as ledger:
@@ -740,6 +804,8 @@ def _command(args: argparse.Namespace) -> str:
         return f"audit {args.audit_command}"
     if args.command == "verify" and args.repair:
         return "verify --repair"
+    if args.command == "ledger":
+        return f"ledger {args.ledger_command}"
     return str(args.command)
 
 
@@ -795,6 +861,8 @@ def _main(argv: list[str]) -> int:
             return asyncio.run(cmd_audit_verify(cfg))
         if args.command == "backup":
             return asyncio.run(cmd_backup(cfg, args.to))
+        if args.command == "ledger":
+            return asyncio.run(cmd_ledger_rebuild(cfg))
         if args.command == "retry":
             return asyncio.run(cmd_retry(cfg, args.sids))
     except ConfigError as exc:

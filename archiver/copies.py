@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 from archiver.model import Recording
 from archiver.storage import Storage, check_key
 from archiver.storage.base import single_chunk
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SID = re.compile(r"[A-Za-z0-9-]{2,64}")
+
+
+def _aware(when: datetime) -> datetime:
+    """``when`` in UTC; a date without a zone is refused (never read in this machine's zone)."""
+    if when.tzinfo is None:
+        raise ValueError(f"{when.isoformat()} has no zone")
+    return when.astimezone(UTC)
 
 
 def render_key(template: str, rec: Recording) -> str:
@@ -41,6 +52,42 @@ def sidecar(rec: Recording, key: str, size: int, sha256: str, archived_at: float
         "source": rec.source,
     }
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def parse_sidecar(data: bytes, key: str) -> tuple[Recording, int, str, float]:
+    """The recording, size, SHA-256 and archived-at a sidecar of ``key`` states; ValueError
+    naming what is wrong when it is not one of ours or names another key."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise ValueError("not JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    if doc.get("archive_key") != key:
+        raise ValueError(f"names archive_key {doc.get('archive_key')!r}, not {key!r}")
+    try:
+        size, sha256 = doc["size"], doc["sha256"]
+        if not isinstance(size, int) or size < 0 or not _SHA256.fullmatch(str(sha256)):
+            raise ValueError(f"size {size!r} or sha256 {sha256!r} is malformed")
+        source = doc.get("source")
+        rec = Recording(
+            sid=str(doc["sid"]),
+            account_sid=str(doc["account_sid"]),
+            call_sid=doc.get("call_sid") if isinstance(doc.get("call_sid"), str) else None,
+            date_created=_aware(datetime.fromisoformat(doc["date_created"])),
+            duration=float(doc.get("duration") or 0.0),
+            ext=str(doc["ext"]),
+            source=source if isinstance(source, dict) else {},
+        )
+        archived_at = _aware(datetime.fromisoformat(doc["archived_at"])).timestamp()
+        for name in ("sid", "account_sid"):
+            if not _SID.fullmatch(getattr(rec, name)):
+                raise ValueError(f"{name} {getattr(rec, name)!r} is malformed")
+    except KeyError as exc:
+        raise ValueError(f"lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a field is malformed: {exc}") from None
+    return rec, size, str(sha256), archived_at
 
 
 def object_metadata(rec: Recording) -> dict[str, str]:

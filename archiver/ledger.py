@@ -166,6 +166,17 @@ class VerifiedCopy:
 
 
 @dataclass(frozen=True)
+class RebuiltRow:
+    """An archived copy found in the archive (its sidecar), for :meth:`Ledger.insert_rebuilt`."""
+
+    recording: Recording
+    key: str
+    size: int
+    sha256: str
+    archived_at: float
+
+
+@dataclass(frozen=True)
 class Outstanding:
     """Recordings not done yet. ``waiting`` are failed ones that will be tried again (the
     soonest at ``next_try_at``); ``permanent`` failed for good and need an operator."""
@@ -526,6 +537,45 @@ class Ledger:
                 await self.db.execute("ROLLBACK")
             raise
         return new, invalid, relisted
+
+    async def insert_rebuilt(self, rows: Sequence[RebuiltRow], now: float) -> int:
+        """Rows for copies found in the archive, ``archived`` (to be verified again), in one
+        transaction; a SID already in the ledger is left as it is. Returns how many were new."""
+        values = [
+            (
+                r.recording.sid,
+                r.recording.account_sid,
+                r.recording.call_sid,
+                r.recording.date_created.isoformat(),
+                r.recording.date_created.timestamp(),
+                r.recording.duration,
+                r.recording.ext,
+                json.dumps(r.recording.source),
+                r.size,
+                r.sha256,
+                r.key,
+                now,
+                r.archived_at,
+                now,
+            )
+            for r in rows
+        ]
+        before = self.db.total_changes
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            await self.db.executemany(
+                "INSERT INTO recordings (sid, account_sid, call_sid, date_created, "
+                "created_epoch, duration, ext, source, state, size, sha256, archive_key, "
+                "discovered_at, archived_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,'archived',?,?,?,?,?,?) ON CONFLICT(sid) DO NOTHING",
+                values,
+            )
+            await self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                await self.db.execute("ROLLBACK")
+            raise
+        return self.db.total_changes - before
 
     async def get(self, sid: str) -> Row | None:
         async with self.db.execute(
