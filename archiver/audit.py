@@ -462,7 +462,7 @@ async def write_manifests(journal: Journal, ledger: Ledger, storage: Storage, to
     offset = await ledger.manifest_offset()
     days, next_offset = await asyncio.to_thread(closed_days, journal.path, offset, today)
     for day, data in days:
-        key = f"audit/{day[:4]}/{day[5:7]}/{day[8:10]}.jsonl"
+        key = manifest_key(day)
         put = partial(
             storage.put,
             key,
@@ -475,6 +475,68 @@ async def write_manifests(journal: Journal, ledger: Ledger, storage: Storage, to
     if next_offset != offset:
         await ledger.set_manifest_offset(next_offset)
     return len(days)
+
+
+def manifest_key(day: str) -> str:
+    """Where the manifest of ``day`` (YYYY-MM-DD) is kept in the archive."""
+    return f"audit/{day[:4]}/{day[5:7]}/{day[8:10]}.jsonl"
+
+
+def journal_days(path: Path, upto: int) -> list[tuple[str, int, str]]:
+    """(day, bytes, SHA-256) of each run of the journal's lines before byte ``upto`` that share
+    a UTC day: what :func:`write_manifests` copied into the archive, hashed as it streams by."""
+    days: list[tuple[str, int, str]] = []
+    current, size, h, pos = "", 0, hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            if pos + len(raw) > upto or not raw.endswith(b"\n"):
+                break
+            day = json.loads(raw).get("ts", "")[:10]
+            if day != current and size:
+                days.append((current, size, h.hexdigest()))
+                size, h = 0, hashlib.sha256()
+            current = day
+            h.update(raw)
+            size += len(raw)
+            pos += len(raw)
+    if size:
+        days.append((current, size, h.hexdigest()))
+    return days
+
+
+@dataclass
+class ManifestCheck:
+    """What :func:`check_manifests` found: days whose archived manifest matches the journal,
+    differs from it (the local journal or the archive was altered), or is missing."""
+
+    matched: int = 0
+    differ: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+async def check_manifests(path: Path, upto: int, storage: Storage) -> ManifestCheck:
+    """Compare every day of the journal copied into the archive (before byte ``upto``, the
+    ledger's manifest offset) with the manifest there. A journal rewritten with a consistent
+    chain (and checkpoint) passes :func:`scan_journal`, but not this: the archive's copy is
+    kept apart, under the archive's own protection (Object Lock)."""
+    found = ManifestCheck()
+    for day, size, sha256 in await asyncio.to_thread(journal_days, path, upto):
+        key = manifest_key(day)
+        stored = await retrying("manifest_check", partial(storage.stat, key))
+        if stored is None:
+            found.missing.append(day)
+        elif (stored.size, stored.sha256) != (size, sha256):
+            found.differ.append(
+                (
+                    day,
+                    f"the archive's {storage.describe(key)} has {stored.size} bytes sha256 "
+                    f"{stored.sha256[:16]}…, the journal's lines {size} bytes sha256 "
+                    f"{sha256[:16]}…",
+                )
+            )
+        else:
+            found.matched += 1
+    return found
 
 
 def closed_days(path: Path, offset: int, today: str) -> tuple[list[tuple[str, bytes]], int]:

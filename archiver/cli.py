@@ -28,7 +28,14 @@ from typing import Any
 import structlog
 
 from archiver import __version__, logs, retry
-from archiver.audit import Head, Journal, recover_journal, scan_journal
+from archiver.audit import (
+    Head,
+    Journal,
+    check_manifests,
+    manifest_key,
+    recover_journal,
+    scan_journal,
+)
 from archiver.backup import take_backup
 from archiver.config import (
     Config,
@@ -201,9 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     au_sub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     au_verify = au_sub.add_parser(
-        "verify", help="check the journal's hash chain; report the first broken line"
+        "verify",
+        help="check the journal's hash chain, then each day against its manifest in the archive",
+        description="Check the journal's hash chain and the ledger's checkpoint, then compare "
+        "every day already copied into the archive (audit/YYYY/MM/DD.jsonl) with the journal's "
+        "lines: a journal rewritten with a consistent chain still differs from the archive's "
+        "copy. Exit 1 on a broken chain or a differing or missing manifest.",
+        epilog=_examples(
+            "archiver audit verify --config archiver.toml",
+            "archiver audit verify --config archiver.toml --journal-only",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _global_options(au_verify, top=False)
+    au_verify.add_argument(
+        "--journal-only",
+        action="store_true",
+        help="check the chain only, without reaching the archive",
+    )
     ar = au_sub.add_parser(
         "recover",
         help="record a cut, deleted or rewritten journal as a chain break and start a new segment",
@@ -421,9 +443,14 @@ async def cmd_run(cfg: Config, config_path: str | None = None) -> int:
     return EXIT_OK
 
 
-async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
+def _existing_ledger(cfg: Config) -> None:
+    """Commands that only read the ledger never create one (a wrong path would look empty)."""
     if not Path(cfg.ledger.path).exists():
         raise ConfigError("ledger.path", f"no ledger at {cfg.ledger.path} yet: run 'sync' first")
+
+
+async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
+    _existing_ledger(cfg)
     async with Ledger(cfg.ledger.path) as ledger:
         counts = await ledger.counts()
         left = await ledger.outstanding(time.time(), cfg.source.max_attempts)
@@ -529,6 +556,7 @@ async def cmd_status(cfg: Config, as_json: bool, failures: int) -> int:
 async def cmd_verify(cfg: Config, deep: bool, repair: bool = False) -> int:
     """Check every archived copy, audio and sidecar; with ``repair``, rewrite damaged sidecars
     from the ledger and mark rows whose audio is missing or altered to be archived again."""
+    _existing_ledger(cfg)
     checked = 0
     problems: list[str] = []
     repaired: list[str] = []
@@ -600,10 +628,12 @@ async def cmd_reconcile(
     return _exit_code(result)
 
 
-async def cmd_audit_verify(cfg: Config) -> int:
+async def cmd_audit_verify(cfg: Config, journal_only: bool = False) -> int:
     path = Path(journal_path(cfg))
+    _existing_ledger(cfg)
     async with Ledger(cfg.ledger.path) as ledger:
         checkpoint = Head.decode(await ledger.audit_checkpoint())
+        copied = await ledger.manifest_offset()
     if not path.exists():
         if checkpoint is None or checkpoint.seq == 0:
             raise ConfigError("audit.journal", f"no journal at {path}")
@@ -618,14 +648,26 @@ async def cmd_audit_verify(cfg: Config) -> int:
             f"journal {path}: recorded chain break at line {line} ({doc.get('ts')}): "
             f"{doc.get('found')}; reason: {doc.get('reason')}"
         )
-    if report.broken is None:
-        head = f"seq {checkpoint.seq}" if checkpoint else "no checkpoint yet"
-        segments = f", {len(report.breaks) + 1} segments" if report.breaks else ""
-        print(f"journal {path}: chain intact (ledger checkpoint {head}{segments})")
+    if report.broken is not None:
+        line, why = report.broken
+        print(f"journal {path}: BROKEN at line {line}: {why}")
+        return EXIT_FAILURES
+    head = f"seq {checkpoint.seq}" if checkpoint else "no checkpoint yet"
+    segments = f", {len(report.breaks) + 1} segments" if report.breaks else ""
+    print(f"journal {path}: chain intact (ledger checkpoint {head}{segments})")
+    if journal_only or not cfg.audit.manifests:
         return EXIT_OK
-    line, why = report.broken
-    print(f"journal {path}: BROKEN at line {line}: {why}")
-    return EXIT_FAILURES
+    async with open_storage(cfg.archive) as storage:
+        found = await check_manifests(path, copied, storage)
+    for day, why in found.differ:
+        print(f"manifest {day}: DIFFERS: {why}")
+    for day in found.missing:
+        print(f"manifest {day}: MISSING from the archive ({storage.describe(manifest_key(day))})")
+    print(
+        f"manifests    {found.matched} day(s) match the archive's copies, "
+        f"{len(found.differ)} differ, {len(found.missing)} missing"
+    )
+    return EXIT_OK if not (found.differ or found.missing) else EXIT_FAILURES
 
 
 async def cmd_audit_recover(cfg: Config, reason: str) -> int:
@@ -858,7 +900,7 @@ def _main(argv: list[str]) -> int:
         if args.command == "audit" and args.audit_command == "recover":
             return asyncio.run(cmd_audit_recover(cfg, args.reason))
         if args.command == "audit":
-            return asyncio.run(cmd_audit_verify(cfg))
+            return asyncio.run(cmd_audit_verify(cfg, args.journal_only))
         if args.command == "backup":
             return asyncio.run(cmd_backup(cfg, args.to))
         if args.command == "ledger":
