@@ -582,7 +582,8 @@ async def cmd_verify(cfg: Config, deep: bool, repair: bool = False) -> int:
                             repaired.append(f"{row.sid}: will be archived again on the next pass")
                         else:
                             repaired.append(
-                                f"{row.sid}: CANNOT be archived again: deleted from the source"
+                                f"{row.sid}: LOST: deleted from the source, so it cannot be "
+                                "archived again; marked failed for good (status shows it)"
                             )
                     continue
                 try:

@@ -130,11 +130,16 @@ class Deletions:
 
     async def queue_repair(self, row: Row, problem: str) -> bool:
         """``row``'s archived audio is missing or altered: archive it again on the next pass
-        (journaled). False when the source no longer has it (deleted)."""
-        if not await self.ledger.mark_for_repair(row.sid, problem, self.clock()):
-            return False
-        self._audit("repair-needed", sid=row.sid, reason=problem)
-        return True
+        (journaled). False when the source no longer has it (deleted): then the row is marked
+        lost, failed for good with the reason (journaled ``lost``), so ``status`` and the exit
+        code say so until an operator acts."""
+        if await self.ledger.mark_for_repair(row.sid, problem, self.clock()):
+            self._audit("repair-needed", sid=row.sid, reason=problem)
+            return True
+        if await self.ledger.mark_lost(row.sid, problem, self.clock()):
+            self._audit("lost", sid=row.sid, reason=problem)
+            log.error("recording.lost", sid=row.sid, reason=problem)
+        return False
 
     async def restore_sidecar(self, row: Row | ArchivedRow, problem: str) -> None:
         """Write ``row``'s sidecar again from the ledger (its first ``archived_at`` kept),

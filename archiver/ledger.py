@@ -35,6 +35,7 @@ from archiver.model import InvalidItem, Recording
 from archiver.modes import DEFAULT_FILE_MODE, make_dirs, open_new, pid_alive
 
 STATES = ("discovered", "archived", "verified", "failed", "deleted")
+LOST_PREFIX = "lost: "  # last_error of a deleted recording whose archived copy is gone
 REPAIR_PREFIX = "repair: "  # last_error of a row whose archived copy must be made again
 SCHEMA_VERSION = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -769,6 +770,17 @@ class Ledger:
             "UPDATE recordings SET state='failed', permanent=0, next_attempt_at=NULL, "
             "last_error=?, updated_at=? WHERE sid=? AND state='verified'",
             (f"{REPAIR_PREFIX}{problem}"[:2000], now, sid),
+        )
+        return bool(cur.rowcount)
+
+    async def mark_lost(self, sid: str, problem: str, now: float) -> bool:
+        """A deleted recording whose archived copy is missing or altered: it exists nowhere
+        intact. Failed for good (exit 1 until an operator acts), the reason kept; its
+        ``deleted_at`` stays. False when the row is not deleted."""
+        cur = await self.db.execute(
+            "UPDATE recordings SET state='failed', permanent=1, next_attempt_at=NULL, "
+            "last_error=?, updated_at=? WHERE sid=? AND state='deleted'",
+            (f"{LOST_PREFIX}{problem}"[:2000], now, sid),
         )
         return bool(cur.rowcount)
 

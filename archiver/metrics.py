@@ -75,6 +75,12 @@ OUTSTANDING = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
+REPAIRS = Gauge(
+    "archiver_recordings_needing_repair",
+    "Verified recordings whose archived copy was found missing or altered (verify --repair): "
+    "archived again from the source on the next pass",
+    registry=REGISTRY,
+)
 SCAN_COMPLETE = Gauge(
     "archiver_last_scan_complete",
     "1 when the last pass listed everything it set out to, 0 when a page kept failing",
@@ -126,6 +132,7 @@ async def refresh_from_ledger(ledger: Ledger, now: float, max_attempts: int) -> 
         ("failed_permanent", left.permanent),
     ):
         OUTSTANDING.labels(kind).set(n)
+    REPAIRS.set(await ledger.count_repairs())
     watermark = await ledger.watermark()
     if watermark is not None:
         WATERMARK.set(watermark.timestamp())

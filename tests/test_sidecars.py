@@ -78,3 +78,26 @@ async def test_verify_checks_sidecars_and_repair_mends_what_it_can(
     assert result.archived == 1 and result.ok
     assert await asyncio.to_thread(main, ["--config", str(cli), "verify", "--deep"]) == 0
     assert c.sid  # untouched throughout
+
+
+async def test_a_deleted_recording_whose_copy_is_gone_is_marked_lost_not_forgotten(
+    sim: RestcommSimulator, tmp_path: Path, capsys: object
+) -> None:
+    a, b = sim.generate(2, start=NOW - timedelta(hours=3))
+    cfg = make_config(sim, tmp_path, delete={"enabled": True, "min_age": "0s"})
+    first = await Harness(cfg).pass_()
+    assert first.deleted == 2 and not sim.recordings  # the source has neither now
+    copy_a = archive_copy(cfg, a.sid)
+    assert copy_a is not None
+    copy_a.unlink()  # the only copy left anywhere
+    cli = cli_config(cfg, sim)
+    assert await asyncio.to_thread(main, ["--config", str(cli), "verify", "--repair"]) == 1
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert f"REPAIR {a.sid}: LOST: deleted from the source" in out
+    assert [e["sid"] for e in events(cfg) if e["event"] == "lost"] == [a.sid]
+    code = await asyncio.to_thread(main, ["--config", str(cli), "status"])
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert code == 1 and a.sid in out and "lost: " in out  # said until an operator acts
+    later = await Harness(cfg, clock=lambda: NOW.timestamp() + 3600).pass_()
+    assert not later.ok and later.outstanding is not None and later.outstanding.permanent == 1
+    assert b.sid  # its copy is whole: still deleted, nothing to say
