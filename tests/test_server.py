@@ -88,6 +88,7 @@ async def test_metrics_and_health_follow_the_daemon(
         assert value(after, "archiver_outstanding_recordings", kind="failed_waiting") == 1
         assert value(after, "archiver_outstanding_recordings", kind="untried") == 0
         assert value(after, "archiver_last_scan_complete") == 1
+        assert ("archiver_recordings_needing_repair", ()) in after  # exported, refreshed
         assert value(after, "archiver_recordings_needing_repair") == 0
         newest = max(r.date_created for r in sim.recordings.values())
         assert value(after, "archiver_watermark_timestamp_seconds") == newest.timestamp()
