@@ -154,16 +154,17 @@ async def run_until_signalled(
     stopping = asyncio.Event()
     task = asyncio.ensure_future(main(stopping))
     received = 0
+    drain: asyncio.TimerHandle | None = None
 
     def on_signal(name: str) -> None:
-        nonlocal received
+        nonlocal received, drain
         received += 1
         if received == 1:
             log.info("daemon.stopping", signal=name, drain_timeout_s=drain_timeout)
             if on_stop is not None:
                 on_stop()
             stopping.set()
-            loop.call_later(drain_timeout, task.cancel)
+            drain = loop.call_later(drain_timeout, task.cancel)
         else:
             log.warning("daemon.cancelling", signal=name)
             task.cancel()
@@ -192,6 +193,8 @@ async def run_until_signalled(
             return None
         raise
     finally:
+        if drain is not None:
+            drain.cancel()  # drained in time: the timer must not outlive the run
         for sig in installed:
             loop.remove_signal_handler(sig)
         for job in list(reloads):
