@@ -198,6 +198,7 @@ class Transfers:
                     metadata=object_metadata(rec),
                     sidecar=sidecar_for,
                     size_hint=body.content_length,
+                    digest=lambda: (body.size, body.sha256),  # hashed as it streamed in
                 )
             if (done.size, done.sha256) != (body.size, body.sha256):
                 raise VerificationFailed(

@@ -327,6 +327,37 @@ async def test_a_wrong_size_hint_changes_nothing_stored(backend: Backend, size: 
     assert await backend.leftovers() == []
 
 
+# -- digest: the caller's hash of the body, proven, never trusted ------------------------------
+
+
+@pytest.mark.parametrize("size", [100_000, 2 * PART + 123], ids=["small", "multipart"])
+async def test_a_right_digest_stores_the_body_as_without_it(backend: Backend, size: int) -> None:
+    data = payload(size)
+    truth = stored(data)
+    got = await put(backend.storage, data, digest=lambda: (truth.size, truth.sha256))
+    assert got == truth and await backend.storage.stat(KEY) == truth
+    assert await backend.leftovers() == []
+
+
+@pytest.mark.parametrize("size", [100_000, 2 * PART + 123], ids=["small", "multipart"])
+@pytest.mark.parametrize("lie", ["sha256", "size"])
+async def test_a_wrong_digest_never_ends_in_a_put_reported_as_matching(
+    backend: Backend, size: int, lie: str
+) -> None:
+    data = payload(size)
+    truth = stored(data)
+    wrong = (truth.size + 1, truth.sha256) if lie == "size" else (truth.size, "0" * 64)
+    for attempt in range(2):  # the second finds the first's bytes in place
+        try:
+            got = await put(backend.storage, data, digest=lambda: wrong)
+        except VerificationFailed:
+            continue
+        assert (got.size, got.sha256) == (truth.size, truth.sha256), f"attempt {attempt}"
+    held = await backend.storage.stat(KEY)
+    assert held is None or held == truth  # what is at the key is the body, never the lie
+    assert await backend.leftovers() == []
+
+
 # -- the durable step: what the backend declares, it does --------------------------------------
 
 

@@ -22,6 +22,11 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   ``put_reads_back`` re-reads what ``key`` holds before ``put`` returns (VerificationFailed
   if it differs) and sets ``read_back``. A backend without them ignores ``sidecar`` and never
   sets the flags; callers then write the sidecar and verify themselves.
+* ``digest`` gives the size and SHA-256 of ``body`` once it has been consumed (the download's
+  own hash, computed as it streamed in): a backend may use it instead of hashing the bytes
+  again, and then proves what it stored against it (the read-back); a wrong digest never ends
+  in a put reported as matching: the put raises VerificationFailed, or returns the digest of
+  what it really stored.
 * ``size_hint`` is the length the body declares (a Content-Length), when known: a backend may
   use it to choose how to store the body, never to decide what was stored: a wrong hint
   changes neither what is stored nor what ``put`` returns.
@@ -71,6 +76,7 @@ class StoredObject:
 
 
 Sidecar = Callable[[StoredObject], bytes]
+Digest = Callable[[], tuple[int, str]]  # (size, SHA-256) of a body, once it is consumed
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Storage(Protocol):
         replace: bool = False,
         sidecar: Sidecar | None = None,
         size_hint: int | None = None,
+        digest: Digest | None = None,
     ) -> StoredObject: ...
 
     async def stat(self, key: str) -> StoredObject | None: ...

@@ -30,6 +30,7 @@ from archiver.errors import ObjectNotFound, StorageDenied, StorageError
 from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, fsync_dir, make_dirs, open_new
 from archiver.storage.base import (
     Canary,
+    Digest,
     Sidecar,
     StoredObject,
     check_key,
@@ -129,7 +130,13 @@ def _removed_on_failure(path: Path) -> Iterator[None]:
 def _write(fh: BinaryIO, h: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         fh.write(chunk)
-        h.update(chunk)
+        if h is not None:
+            h.update(chunk)
+
+
+def _digest_fields(path: Path) -> dict[str, Any]:
+    size, sha = _hash_file(path)
+    return {"size": size, "sha256": sha}
 
 
 def _scan(folder: Path, start: str) -> list[tuple[str, int | None]]:
@@ -273,13 +280,16 @@ class LocalStorage:
         replace: bool = False,
         sidecar: Sidecar | None = None,
         size_hint: int | None = None,  # not needed: short bodies are written in one step anyway
+        digest: Digest | None = None,
     ) -> StoredObject:
         final = self._final(key)
         # in the destination's own folder: the rename never crosses a file system
         tmp = final.with_name(temp_name(TMP_PREFIX, ".part"))
         chunks: list[bytes] = []  # not yet written
         buffered = 0
-        h = hashlib.sha256()
+        # with the download's own digest the bytes are hashed once more only by the read-back,
+        # which proves the file against it
+        h = hashlib.sha256() if digest is None else None
         size = 0
         fh: BinaryIO | None = None
         writing: asyncio.Future[None] | None = None  # the batch being written by a thread
@@ -311,12 +321,17 @@ class LocalStorage:
                     handed_off = True
                     job = asyncio.ensure_future(
                         asyncio.to_thread(
-                            self._write_whole, chunks, tmp, final, key, replace, sidecar
+                            self._write_whole, chunks, tmp, final, key, replace, sidecar, digest
                         )
                     )
                 else:
                     _write(fh, h, chunks)  # the tail: less than one batch
-                    stored = StoredObject(key, size + buffered, h.hexdigest())
+                    if h is not None:
+                        size, sha = size + buffered, h.hexdigest()
+                    else:
+                        assert digest is not None  # h is None only when a digest was given
+                        size, sha = digest()
+                    stored = StoredObject(key, size, sha)
                     handed_off = True
                     job = asyncio.ensure_future(
                         asyncio.to_thread(self._finish, fh, tmp, final, stored, replace, sidecar)
@@ -343,9 +358,13 @@ class LocalStorage:
         key: str,
         replace: bool,
         sidecar: Sidecar | None,
+        digest: Digest | None = None,
     ) -> StoredObject:
         data = b"".join(chunks)
-        stored = StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
+        size, sha = (
+            digest() if digest is not None else (len(data), hashlib.sha256(data).hexdigest())
+        )
+        stored = StoredObject(key, size, sha)
         with _removed_on_failure(tmp):
             fd = self._new_temp(tmp)
             _write_fd(fd, data)
@@ -381,7 +400,12 @@ class LocalStorage:
         ``tmp`` is gone (renamed into place) when this returns."""
         read_back = False
         if not replace and final.exists():
-            same_or_conflict(str(final), self._read_back(final), stored)
+            existing = self._read_back(final)
+            if (existing.size, existing.sha256) != (stored.size, stored.sha256):
+                # before calling it a conflict, know what this put really holds (a digest
+                # given by the caller is checked, never trusted, here too)
+                stored = replace_fields(stored, **_digest_fields(tmp))
+            same_or_conflict(str(final), existing, stored)
             read_back = True  # same bytes already archived: a no-op, and just re-read
             tmp.unlink()
         else:

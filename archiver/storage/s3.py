@@ -54,6 +54,7 @@ from archiver.errors import (
 )
 from archiver.storage.base import (
     Canary,
+    Digest,
     Sidecar,
     StoredObject,
     check_key,
@@ -326,6 +327,7 @@ class S3Storage:
         replace: bool = False,
         sidecar: Sidecar | None = None,  # written by the caller: a separate object on S3
         size_hint: int | None = None,
+        digest: Digest | None = None,  # unused: the spool hashes for the PUT's checksum
     ) -> StoredObject:
         full = self._full(key)
         spool = Spool(
