@@ -127,6 +127,7 @@ class Syncer:
             zone_slack=self.zone_slack,
             clock=self.clock,
             journal=self.journal,
+            hooks=self.hooks,
         )
         return await lister.scan(since, until)
 
