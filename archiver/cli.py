@@ -39,6 +39,7 @@ from archiver.config import (
 )
 from archiver.daemon import Daemon, run_until_signalled
 from archiver.errors import ArchiverError, ConfigError, LedgerError, ObjectLocked
+from archiver.hooks import Hooks, both
 from archiver.ledger import Ledger, iso
 from archiver.lock import WriterLock
 from archiver.metrics import PrometheusHooks
@@ -117,13 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(cmd, top=False)
         return cmd
 
-    command(
+    sy = command(
         "sync",
         "run one pass, then exit",
         "List new recordings from the watermark, archive and verify them, delete verified ones "
-        "(when [delete] is enabled), then exit. Exit 0 only when nothing is left to do.",
+        "(when [delete] is enabled), then exit. Exit 0 only when nothing is left to do.\n\n"
+        "On a terminal a live display shows the listing (pages, recordings found, new), then "
+        "the transfer (done/due, bytes, rate, ETA, failures); per-recording lines are left out "
+        "of the screen unless --log-level debug, warnings and errors print above it. Off a "
+        "terminal, pass.progress log lines every 10 s instead.",
         "archiver sync --config archiver.toml",
+        "archiver sync --config archiver.toml --quiet              # no progress display",
+        "archiver sync --config archiver.toml --log-level debug    # every recording, too",
         "archiver sync --config archiver.toml --log-format json   # for cron or a pipeline",
+    )
+    sy.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress display on a terminal, no pass.progress lines off one (log lines "
+        "are unchanged: add --log-level warning for errors only)",
     )
     command(
         "run",
@@ -269,7 +283,11 @@ def _reloader(config_path: str | None, syncer: Syncer) -> Callable[[], Awaitable
 
 
 async def _with_stack(
-    cfg: Config, stack: AsyncExitStack, clock: Callable[[], float] = time.time
+    cfg: Config,
+    stack: AsyncExitStack,
+    clock: Callable[[], float] = time.time,
+    *,
+    watch: Hooks | None = None,
 ) -> Syncer:
     ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
     # the journal must still hold the checkpoint the ledger keeps: refused if cut or deleted
@@ -277,23 +295,23 @@ async def _with_stack(
     journal = await stack.enter_async_context(
         Journal(journal_path(cfg), clock=clock, checkpoint=checkpoint)
     )
-    hooks = PrometheusHooks()
+    hooks = both(PrometheusHooks(), watch)  # watch: e.g. the progress display
     retry.set_hooks(hooks)
     client = await stack.enter_async_context(open_source(cfg.source, hooks))
     storage = await stack.enter_async_context(open_storage(cfg.archive))
     return Syncer(cfg, client, storage, ledger, clock=clock, journal=journal, hooks=hooks)
 
 
-async def cmd_sync(cfg: Config, config_path: str | None = None) -> int:
+async def cmd_sync(cfg: Config, config_path: str | None = None, *, quiet: bool = False) -> int:
+    progress = Progress(enabled=not quiet)
     async with AsyncExitStack() as stack:
-        syncer = await _with_stack(cfg, stack)
-        progress = Progress(syncer)
-        result = await run_until_signalled(
-            syncer.run_pass,
-            cfg.daemon.drain_timeout.total_seconds(),
-            on_reload=_reloader(config_path, syncer),
-        )
-        progress.finish(result)
+        syncer = await _with_stack(cfg, stack, watch=progress)
+        with progress.attach(syncer):
+            result = await run_until_signalled(
+                syncer.run_pass,
+                cfg.daemon.drain_timeout.total_seconds(),
+                on_reload=_reloader(config_path, syncer),
+            )
     if result is None:
         print("interrupted: the pass was cancelled; run sync again to finish", file=sys.stderr)
         return EXIT_FAILURES
@@ -778,7 +796,7 @@ def _main(argv: list[str]) -> int:
             lock = WriterLock(cfg.ledger.path, _command(args), ["archiver", *given])
             lock.acquire()  # held until main returns (or the process dies: the kernel drops it)
         if args.command == "sync":
-            return asyncio.run(cmd_sync(cfg, args.config))
+            return asyncio.run(cmd_sync(cfg, args.config, quiet=args.quiet))
         if args.command == "run":
             return asyncio.run(cmd_run(cfg, args.config))
         if args.command == "status":
