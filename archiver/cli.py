@@ -44,6 +44,7 @@ from archiver.ledger import Ledger, iso
 from archiver.lock import WriterLock
 from archiver.metrics import PrometheusHooks
 from archiver.notify import Notifier
+from archiver.preview import Preview, ledger_copy, preview
 from archiver.progress import Progress
 from archiver.server import Health, HealthServer
 from archiver.source import open_source
@@ -129,8 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
         "terminal, pass.progress log lines every 10 s instead.",
         "archiver sync --config archiver.toml",
         "archiver sync --config archiver.toml --quiet              # no progress display",
+        "archiver sync --config archiver.toml --dry-run            # what would it do?",
         "archiver sync --config archiver.toml --log-level debug    # every recording, too",
         "archiver sync --config archiver.toml --log-format json   # for cron or a pipeline",
+    )
+    sy.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list, and report what would be archived and deleted; write nothing (the listing "
+        "fills a throwaway copy of the ledger; no journal, archive, media or DELETE). Exit "
+        "codes as for sync, on the ledger as the listing leaves it: 0 only when nothing would "
+        "be left to do",
     )
     sy.add_argument(
         "-q",
@@ -317,6 +327,54 @@ async def cmd_sync(cfg: Config, config_path: str | None = None, *, quiet: bool =
         return EXIT_FAILURES
     _print_pass(result)
     return _exit_code(result)
+
+
+async def cmd_sync_dry_run(cfg: Config, *, quiet: bool = False) -> int:
+    """List as ``sync`` would, into a throwaway copy of the ledger; print what it would do."""
+    progress = Progress(enabled=not quiet)
+    async with (
+        ledger_copy(cfg.ledger.path) as ledger,
+        open_source(cfg.source, progress) as client,
+    ):
+        with progress:
+            found = await preview(cfg, client, ledger, clock=time.time, hooks=progress)
+    _print_preview(found)
+    if found.scan.unreachable:
+        return EXIT_UNREACHABLE
+    return EXIT_OK if found.ok else EXIT_FAILURES
+
+
+def _print_preview(found: Preview) -> None:
+    scan = found.scan
+    if found.unknown_size and found.unknown_size == found.would_archive:
+        sizes = "sizes known once downloaded"
+    else:
+        sizes = f"{found.known_bytes / 1e6:.1f} MB"
+        if found.unknown_size:
+            sizes += f" and {found.unknown_size} of unknown size"
+    print(
+        f"dry run      would archive {found.would_archive} ({sizes}), would delete "
+        f"{found.would_delete}, listing {'complete' if scan.complete else 'incomplete'}"
+    )
+    print(
+        f"listed       {scan.listed} since {found.since.isoformat()} (new {scan.new}, invalid "
+        f"{scan.invalid}) in {scan.pages} pages"
+    )
+    for row in found.to_archive:
+        created = row.date_created.isoformat() if row.date_created else "-"
+        why = f" (failed before: {row.last_error})" if row.state == "failed" else ""
+        print(f"  would archive {row.sid}  {created}  {row.state}{why}")
+    if found.would_archive > len(found.to_archive):
+        print(f"  ... and {found.would_archive - len(found.to_archive)} more")
+    print(f"delete       {found.delete_note}")
+    for row in found.to_delete:
+        print(f"  would delete  {row.sid}  archived as {row.archive_key}")
+    if found.would_delete > len(found.to_delete):
+        print(f"  ... and {found.would_delete - len(found.to_delete)} more")
+    if not scan.complete:
+        print(f"listing incomplete: {scan.reason}")
+    print(f"left         {_describe_left(found.outstanding.as_dict())}")
+    print("nothing was written: no ledger change, no journal line, no archive write, no DELETE")
 
 
 def _exit_code(result: PassResult) -> int:
@@ -758,6 +816,8 @@ def _command(args: argparse.Namespace) -> str:
         return f"audit {args.audit_command}"
     if args.command == "verify" and args.repair:
         return "verify --repair"
+    if args.command == "sync" and args.dry_run:
+        return "sync --dry-run"  # writes nothing: takes no lock, runs beside the daemon
     return str(args.command)
 
 
@@ -795,6 +855,8 @@ def _main(argv: list[str]) -> int:
             given = sys.argv[1:] if argv is None else list(argv)
             lock = WriterLock(cfg.ledger.path, _command(args), ["archiver", *given])
             lock.acquire()  # held until main returns (or the process dies: the kernel drops it)
+        if args.command == "sync" and args.dry_run:
+            return asyncio.run(cmd_sync_dry_run(cfg, quiet=args.quiet))
         if args.command == "sync":
             return asyncio.run(cmd_sync(cfg, args.config, quiet=args.quiet))
         if args.command == "run":
