@@ -32,9 +32,13 @@ from archiver.audit import Head, Journal, recover_journal, scan_journal
 from archiver.backup import take_backup
 from archiver.config import (
     Config,
+    environ_overrides,
+    is_secret,
     journal_path,
     load_config,
     parse_timestamp,
+    plain_values,
+    secret_file_of,
     secret_file_warnings,
 )
 from archiver.daemon import Daemon, run_until_signalled
@@ -239,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "archiver backup --config /etc/archiver/archiver.toml --to /srv/backups/archiver",
     )
     bk.add_argument("--to", required=True, metavar="DIR", help="folder to create the backup in")
+    _config_command(command)
     demo = command(
         "demo",
         "archive from the bundled simulator into a local folder, then exit",
@@ -255,6 +260,32 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,  # its own options: archiver simulator --help
     )
     return p
+
+
+def _config_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    cf = command(
+        "config",
+        "the config in effect",
+        "The config as archiver uses it: the file, then ARCHIVER_<SECTION>__<KEY> environment "
+        "variables, then secret files (*_file). Secrets are masked.",
+        "archiver config show --config archiver.toml",
+        "ARCHIVER_SOURCE__PAGE_SIZE=50 archiver config show --config archiver.toml --json",
+    )
+    cf_sub = cf.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = cf_sub.add_parser(
+        "show",
+        help="print the effective config as TOML, secrets masked, overrides named",
+        description="Print every key with the value in effect, as TOML in the config file's "
+        "spelling (durations like 15m, ISO times; secrets masked as ***); a value that an "
+        "environment variable or a secret file set carries its source as a comment.",
+        epilog=_examples(
+            "archiver config show --config archiver.toml",
+            "archiver config show --config archiver.toml --json | jq .config.source",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(show, top=False)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _configure_logging(args: argparse.Namespace, cfg: Config | None) -> None:
@@ -650,6 +681,44 @@ async def cmd_reconcile(
     return _exit_code(result)
 
 
+def _config_sources(cfg: Config, environ: dict[str, str]) -> dict[str, str]:
+    """``section.key`` -> where its value came from, for the values not from the file."""
+    sources = {f"{sec}.{key}": name for (sec, key), name in environ_overrides(environ).items()}
+    for section, values in plain_values(cfg).items():
+        for key in values:
+            file_key = secret_file_of(section, key)
+            if file_key and getattr(getattr(cfg, section), file_key):
+                sources[f"{section}.{key}"] = f"{section}.{file_key}"
+    return sources
+
+
+def cmd_config_show(cfg: Config, as_json: bool, environ: dict[str, str]) -> int:
+    sources = _config_sources(cfg, environ)
+    shown = {
+        section: {
+            key: (logs.MASK if value and is_secret(section, key) else value)
+            for key, value in values.items()
+        }
+        for section, values in plain_values(cfg).items()
+    }
+    if as_json:
+        print(json.dumps({"config": shown, "from": sources}, indent=2))
+        return EXIT_OK
+    print(
+        "# the config in effect: the file, then ARCHIVER_* environment variables, then secret "
+        "files; secrets masked (***)"
+    )
+    for section, values in shown.items():
+        print(f"\n[{section}]")
+        for key, value in values.items():
+            line = f"{key} = {json.dumps(value)}"
+            source = sources.get(f"{section}.{key}")
+            if source is not None:
+                line += f"  # from {source}"
+            print(line)
+    return EXIT_OK
+
+
 async def cmd_audit_verify(cfg: Config) -> int:
     path = Path(journal_path(cfg))
     async with Ledger(cfg.ledger.path) as ledger:
@@ -869,6 +938,8 @@ def _main(argv: list[str]) -> int:
             return asyncio.run(cmd_verify(cfg, args.deep, args.repair))
         if args.command == "reconcile":
             return asyncio.run(cmd_reconcile(cfg, args.since, args.until, args.config))
+        if args.command == "config":
+            return cmd_config_show(cfg, args.json, dict(os.environ))
         if args.command == "audit" and args.audit_command == "recover":
             return asyncio.run(cmd_audit_recover(cfg, args.reason))
         if args.command == "audit":
