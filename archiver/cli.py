@@ -39,17 +39,23 @@ from archiver.audit import (
 from archiver.backup import take_backup
 from archiver.config import (
     Config,
+    environ_overrides,
+    is_secret,
     journal_path,
     load_config,
     parse_timestamp,
+    plain_values,
+    secret_file_of,
     secret_file_warnings,
 )
 from archiver.daemon import Daemon, run_until_signalled
 from archiver.errors import ArchiverError, ConfigError, LedgerError, ObjectLocked
+from archiver.hooks import Hooks, both
 from archiver.ledger import Ledger, iso
 from archiver.lock import WriterLock
 from archiver.metrics import PrometheusHooks
 from archiver.notify import Notifier
+from archiver.preview import Preview, ledger_copy, preview
 from archiver.progress import Progress
 from archiver.rebuild import rebuild_ledger
 from archiver.server import Health, HealthServer
@@ -134,13 +140,35 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(cmd, top=False)
         return cmd
 
-    command(
+    sy = command(
         "sync",
         "run one pass, then exit",
         "List new recordings from the watermark, archive and verify them, delete verified ones "
-        "(when [delete] is enabled), then exit. Exit 0 only when nothing is left to do.",
+        "(when [delete] is enabled), then exit. Exit 0 only when nothing is left to do.\n\n"
+        "On a terminal a live display shows the listing (pages, recordings found, new), then "
+        "the transfer (done/due, bytes, rate, ETA, failures); per-recording lines are left out "
+        "of the screen unless --log-level debug, warnings and errors print above it. Off a "
+        "terminal, pass.progress log lines every 10 s instead.",
         "archiver sync --config archiver.toml",
+        "archiver sync --config archiver.toml --quiet              # no progress display",
+        "archiver sync --config archiver.toml --dry-run            # what would it do?",
+        "archiver sync --config archiver.toml --log-level debug    # every recording, too",
         "archiver sync --config archiver.toml --log-format json   # for cron or a pipeline",
+    )
+    sy.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list, and report what would be archived and deleted; write nothing (the listing "
+        "fills a throwaway copy of the ledger; no journal, archive, media or DELETE). Exit "
+        "codes as for sync, on the ledger as the listing leaves it: 0 only when nothing would "
+        "be left to do",
+    )
+    sy.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress display on a terminal, no pass.progress lines off one (log lines "
+        "are unchanged: add --log-level warning for errors only)",
     )
     command(
         "run",
@@ -263,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "archiver backup --config /etc/archiver/archiver.toml --to /srv/backups/archiver",
     )
     bk.add_argument("--to", required=True, metavar="DIR", help="folder to create the backup in")
+    _config_command(command)
     demo = command(
         "demo",
         "archive from the bundled simulator into a local folder, then exit",
@@ -279,6 +308,32 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,  # its own options: archiver simulator --help
     )
     return p
+
+
+def _config_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    cf = command(
+        "config",
+        "the config in effect",
+        "The config as archiver uses it: the file, then ARCHIVER_<SECTION>__<KEY> environment "
+        "variables, then secret files (*_file). Secrets are masked.",
+        "archiver config show --config archiver.toml",
+        "ARCHIVER_SOURCE__PAGE_SIZE=50 archiver config show --config archiver.toml --json",
+    )
+    cf_sub = cf.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = cf_sub.add_parser(
+        "show",
+        help="print the effective config as TOML, secrets masked, overrides named",
+        description="Print every key with the value in effect, as TOML in the config file's "
+        "spelling (durations like 15m, ISO times; secrets masked as ***); a value that an "
+        "environment variable or a secret file set carries its source as a comment.",
+        epilog=_examples(
+            "archiver config show --config archiver.toml",
+            "archiver config show --config archiver.toml --json | jq .config.source",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(show, top=False)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _configure_logging(args: argparse.Namespace, cfg: Config | None) -> None:
@@ -317,7 +372,11 @@ def _reloader(config_path: str | None, syncer: Syncer) -> Callable[[], Awaitable
 
 
 async def _with_stack(
-    cfg: Config, stack: AsyncExitStack, clock: Callable[[], float] = time.time
+    cfg: Config,
+    stack: AsyncExitStack,
+    clock: Callable[[], float] = time.time,
+    *,
+    watch: Hooks | None = None,
 ) -> Syncer:
     ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
     # the journal must still hold the checkpoint the ledger keeps: refused if cut or deleted
@@ -325,28 +384,76 @@ async def _with_stack(
     journal = await stack.enter_async_context(
         Journal(journal_path(cfg), clock=clock, checkpoint=checkpoint)
     )
-    hooks = PrometheusHooks()
+    hooks = both(PrometheusHooks(), watch)  # watch: e.g. the progress display
     retry.set_hooks(hooks)
     client = await stack.enter_async_context(open_source(cfg.source, hooks))
     storage = await stack.enter_async_context(open_storage(cfg.archive))
     return Syncer(cfg, client, storage, ledger, clock=clock, journal=journal, hooks=hooks)
 
 
-async def cmd_sync(cfg: Config, config_path: str | None = None) -> int:
+async def cmd_sync(cfg: Config, config_path: str | None = None, *, quiet: bool = False) -> int:
+    progress = Progress(enabled=not quiet)
     async with AsyncExitStack() as stack:
-        syncer = await _with_stack(cfg, stack)
-        progress = Progress(syncer)
-        result = await run_until_signalled(
-            syncer.run_pass,
-            cfg.daemon.drain_timeout.total_seconds(),
-            on_reload=_reloader(config_path, syncer),
-        )
-        progress.finish(result)
+        syncer = await _with_stack(cfg, stack, watch=progress)
+        with progress.attach(syncer):
+            result = await run_until_signalled(
+                syncer.run_pass,
+                cfg.daemon.drain_timeout.total_seconds(),
+                on_reload=_reloader(config_path, syncer),
+            )
     if result is None:
         print("interrupted: the pass was cancelled; run sync again to finish", file=sys.stderr)
         return EXIT_FAILURES
     _print_pass(result)
     return _exit_code(result)
+
+
+async def cmd_sync_dry_run(cfg: Config, *, quiet: bool = False) -> int:
+    """List as ``sync`` would, into a throwaway copy of the ledger; print what it would do."""
+    progress = Progress(enabled=not quiet)
+    async with (
+        ledger_copy(cfg.ledger.path) as ledger,
+        open_source(cfg.source, progress) as client,
+    ):
+        with progress:
+            found = await preview(cfg, client, ledger, clock=time.time, hooks=progress)
+    _print_preview(found)
+    if found.scan.unreachable:
+        return EXIT_UNREACHABLE
+    return EXIT_OK if found.ok else EXIT_FAILURES
+
+
+def _print_preview(found: Preview) -> None:
+    scan = found.scan
+    if found.unknown_size and found.unknown_size == found.would_archive:
+        sizes = "sizes known once downloaded"
+    else:
+        sizes = f"{found.known_bytes / 1e6:.1f} MB"
+        if found.unknown_size:
+            sizes += f" and {found.unknown_size} of unknown size"
+    print(
+        f"dry run      would archive {found.would_archive} ({sizes}), would delete "
+        f"{found.would_delete}, listing {'complete' if scan.complete else 'incomplete'}"
+    )
+    print(
+        f"listed       {scan.listed} since {found.since.isoformat()} (new {scan.new}, invalid "
+        f"{scan.invalid}) in {scan.pages} pages"
+    )
+    for row in found.to_archive:
+        created = row.date_created.isoformat() if row.date_created else "-"
+        why = f" (failed before: {row.last_error})" if row.state == "failed" else ""
+        print(f"  would archive {row.sid}  {created}  {row.state}{why}")
+    if found.would_archive > len(found.to_archive):
+        print(f"  ... and {found.would_archive - len(found.to_archive)} more")
+    print(f"delete       {found.delete_note}")
+    for row in found.to_delete:
+        print(f"  would delete  {row.sid}  archived as {row.archive_key}")
+    if found.would_delete > len(found.to_delete):
+        print(f"  ... and {found.would_delete - len(found.to_delete)} more")
+    if not scan.complete:
+        print(f"listing incomplete: {scan.reason}")
+    print(f"left         {_describe_left(found.outstanding.as_dict())}")
+    print("nothing was written: no ledger change, no journal line, no archive write, no DELETE")
 
 
 def _exit_code(result: PassResult) -> int:
@@ -629,6 +736,44 @@ async def cmd_reconcile(
     return _exit_code(result)
 
 
+def _config_sources(cfg: Config, environ: dict[str, str]) -> dict[str, str]:
+    """``section.key`` -> where its value came from, for the values not from the file."""
+    sources = {f"{sec}.{key}": name for (sec, key), name in environ_overrides(environ).items()}
+    for section, values in plain_values(cfg).items():
+        for key in values:
+            file_key = secret_file_of(section, key)
+            if file_key and getattr(getattr(cfg, section), file_key):
+                sources[f"{section}.{key}"] = f"{section}.{file_key}"
+    return sources
+
+
+def cmd_config_show(cfg: Config, as_json: bool, environ: dict[str, str]) -> int:
+    sources = _config_sources(cfg, environ)
+    shown = {
+        section: {
+            key: (logs.MASK if value and is_secret(section, key) else value)
+            for key, value in values.items()
+        }
+        for section, values in plain_values(cfg).items()
+    }
+    if as_json:
+        print(json.dumps({"config": shown, "from": sources}, indent=2))
+        return EXIT_OK
+    print(
+        "# the config in effect: the file, then ARCHIVER_* environment variables, then secret "
+        "files; secrets masked (***)"
+    )
+    for section, values in shown.items():
+        print(f"\n[{section}]")
+        for key, value in values.items():
+            line = f"{key} = {json.dumps(value)}"
+            source = sources.get(f"{section}.{key}")
+            if source is not None:
+                line += f"  # from {source}"
+            print(line)
+    return EXIT_OK
+
+
 async def cmd_audit_verify(cfg: Config, journal_only: bool = False) -> int:
     path = Path(journal_path(cfg))
     _existing_ledger(cfg)
@@ -849,6 +994,8 @@ def _command(args: argparse.Namespace) -> str:
         return "verify --repair"
     if args.command == "ledger":
         return f"ledger {args.ledger_command}"
+    if args.command == "sync" and args.dry_run:
+        return "sync --dry-run"  # writes nothing: takes no lock, runs beside the daemon
     return str(args.command)
 
 
@@ -886,8 +1033,10 @@ def _main(argv: list[str]) -> int:
             given = sys.argv[1:] if argv is None else list(argv)
             lock = WriterLock(cfg.ledger.path, _command(args), ["archiver", *given])
             lock.acquire()  # held until main returns (or the process dies: the kernel drops it)
+        if args.command == "sync" and args.dry_run:
+            return asyncio.run(cmd_sync_dry_run(cfg, quiet=args.quiet))
         if args.command == "sync":
-            return asyncio.run(cmd_sync(cfg, args.config))
+            return asyncio.run(cmd_sync(cfg, args.config, quiet=args.quiet))
         if args.command == "run":
             return asyncio.run(cmd_run(cfg, args.config))
         if args.command == "status":
@@ -898,6 +1047,8 @@ def _main(argv: list[str]) -> int:
             return asyncio.run(cmd_verify(cfg, args.deep, args.repair))
         if args.command == "reconcile":
             return asyncio.run(cmd_reconcile(cfg, args.since, args.until, args.config))
+        if args.command == "config":
+            return cmd_config_show(cfg, args.json, dict(os.environ))
         if args.command == "audit" and args.audit_command == "recover":
             return asyncio.run(cmd_audit_recover(cfg, args.reason))
         if args.command == "audit":

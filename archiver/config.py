@@ -290,6 +290,61 @@ def _unknown(kind: str, name: str, known: list[str]) -> ConfigError:
     return ConfigError(name, f"unknown {kind}; {hint}")
 
 
+def environ_overrides(env: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """The ``ARCHIVER_<SECTION>__<KEY>`` variables in ``env``: (section, key) -> the name."""
+    found: dict[tuple[str, str], str] = {}
+    for name in env:
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "ARCHIVER_CONFIG":
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section not in SECTIONS:
+            raise _unknown("section in environment variable " + name, section, list(SECTIONS))
+        found[(section, key)] = name
+    return found
+
+
+# keys whose value is never shown (config show) or logged; any *_file secret's target is one
+_SECRET_NAME = re.compile(r"token|secret|password|access_key", re.IGNORECASE)
+
+
+def is_secret(section: str, key: str) -> bool:
+    if (section, key) in {(sec, target) for (sec, _), target in _SECRET_FILES.items()}:
+        return True
+    return bool(_SECRET_NAME.search(key)) and not key.endswith("_file")
+
+
+def secret_file_of(section: str, key: str) -> str | None:
+    """The ``*_file`` key that may hold ``section.key``'s value, if there is one."""
+    return next((f for (sec, f), t in _SECRET_FILES.items() if (sec, t) == (section, key)), None)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest spelling :func:`parse_duration` reads back: ``15m``, ``90s``, ``250ms``."""
+    ms = round(value / timedelta(milliseconds=1))
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def plain_values(cfg: Config) -> dict[str, dict[str, str | int | float | bool]]:
+    """``cfg`` as plain values, section by section, in the spelling its config file takes
+    (durations ``15m``, times ISO-8601); secrets as they are: mask before showing."""
+    out: dict[str, dict[str, str | int | float | bool]] = {}
+    for section in SECTIONS:
+        body = getattr(cfg, section)
+        values: dict[str, str | int | float | bool] = {}
+        for f in dataclasses.fields(body):
+            value = getattr(body, f.name)
+            if isinstance(value, timedelta):
+                value = format_duration(value)
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            values[f.name] = value
+        out[section] = values
+    return out
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -319,14 +374,7 @@ def load_config(
     for section, body in (overrides or {}).items():
         raw.setdefault(section, {}).update(body)
 
-    env_values: dict[tuple[str, str], str] = {}
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name or name == "ARCHIVER_CONFIG":
-            continue
-        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if section not in SECTIONS:
-            raise _unknown("section in environment variable " + name, section, list(SECTIONS))
-        env_values[(section, key)] = value
+    env_values = {where: env[name] for where, name in environ_overrides(env).items()}
 
     built: dict[str, Any] = {}
     for section, cls in SECTIONS.items():

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 class Hooks:
     """Observation points; every one a no-op here. Subclass and override what you need."""
 
+    def page_listed(self, items: int, new: int) -> None:
+        """A page of the listing is in the ledger: ``items`` on it, ``new`` never seen before."""
+
     def source_request(self, status: int | str) -> None:
         """An answer from the source (its HTTP status), or ``"error"`` for none."""
 
@@ -52,6 +55,72 @@ class Hooks:
 
     def journal_size(self, size: int) -> None:
         """The audit journal's size in bytes, after every daemon pass."""
+
+
+class BothHooks(Hooks):
+    """Two watchers as one (the metrics and the progress display): every call goes to both,
+    ``first`` first. ``tests/test_progress.py`` checks that every hook is forwarded."""
+
+    def __init__(self, first: Hooks, second: Hooks) -> None:
+        self.first = first
+        self.second = second
+
+    def page_listed(self, items: int, new: int) -> None:
+        self.first.page_listed(items, new)
+        self.second.page_listed(items, new)
+
+    def source_request(self, status: int | str) -> None:
+        self.first.source_request(status)
+        self.second.source_request(status)
+
+    def retry_scheduled(self, operation: str) -> None:
+        self.first.retry_scheduled(operation)
+        self.second.retry_scheduled(operation)
+
+    def transfer_started(self) -> None:
+        self.first.transfer_started()
+        self.second.transfer_started()
+
+    def transfer_ended(self) -> None:
+        self.first.transfer_ended()
+        self.second.transfer_ended()
+
+    def recording_verified(self, size: int) -> None:
+        self.first.recording_verified(size)
+        self.second.recording_verified(size)
+
+    def recording_failed(self, error_type: str) -> None:
+        self.first.recording_failed(error_type)
+        self.second.recording_failed(error_type)
+
+    def deletion(self, outcome: str) -> None:
+        self.first.deletion(outcome)
+        self.second.deletion(outcome)
+
+    def pass_failed(self) -> None:
+        self.first.pass_failed()
+        self.second.pass_failed()
+
+    def pass_finished(self, result: PassResult, wall_time: float) -> None:
+        self.first.pass_finished(result, wall_time)
+        self.second.pass_finished(result, wall_time)
+
+    def pass_took(self, seconds: float) -> None:
+        self.first.pass_took(seconds)
+        self.second.pass_took(seconds)
+
+    async def after_pass(self, ledger: Ledger, now: float, max_attempts: int) -> None:
+        await self.first.after_pass(ledger, now, max_attempts)
+        await self.second.after_pass(ledger, now, max_attempts)
+
+    def journal_size(self, size: int) -> None:
+        self.first.journal_size(size)
+        self.second.journal_size(size)
+
+
+def both(first: Hooks, second: Hooks | None) -> Hooks:
+    """``first`` and ``second`` as one watcher (``first`` alone when there is no second)."""
+    return first if second is None else BothHooks(first, second)
 
 
 NO_HOOKS = Hooks()

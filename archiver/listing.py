@@ -33,6 +33,7 @@ import structlog
 
 from archiver.audit import Journal
 from archiver.errors import SourceAuthError, SourceError
+from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import Ledger
 from archiver.model import Item, Page, Recording
 from archiver.retry import retrying
@@ -201,8 +202,10 @@ class Lister:
         zone_slack: timedelta,
         clock: Callable[[], float],
         journal: Journal | None = None,
+        hooks: Hooks = NO_HOOKS,
     ) -> None:
         self.source = source
+        self.hooks = hooks
         self.ledger = ledger
         self.size = page_size
         self.zone_slack = zone_slack
@@ -313,6 +316,7 @@ class Lister:
         result.new += new
         result.invalid += invalid
         result.relisted += len(relisted)
+        self.hooks.page_listed(len(items), new)
         for sid in relisted:
             # its DELETE answered 200, yet the source lists it: verified again, deleted again
             if self.journal is not None:

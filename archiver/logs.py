@@ -1,16 +1,76 @@
-"""structlog, configured once by the CLI: JSON off a terminal, readable on one, secrets masked."""
+"""structlog, configured once by the CLI: JSON off a terminal, readable on one, secrets masked.
+
+While a live display is on the screen (:func:`above_display`, the ``sync`` progress), lines go
+through the display's own printer, which puts them above it instead of through it, and INFO
+lines (``recording.verified``, ``pass.finished``...) are left out unless the level is debug:
+the display counts them, and the summary follows. Warnings and errors print above it. Off a
+terminal there is no display and every line is logged.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
 
 _secrets: set[str] = set()
 MASK = "***"
+
+
+class _Screen:
+    """Where log lines go: the stream, or above a live display while one is shown."""
+
+    def __init__(self) -> None:
+        self.level = "info"
+        self.above: Callable[[str], None] | None = None
+
+
+_screen = _Screen()
+
+
+class _LineLogger:
+    """structlog's PrintLogger, but each line goes above a live display when there is one."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        above = _screen.above
+        if above is not None:
+            above(message)
+            return
+        self._stream.write(message + "\n")
+        self._stream.flush()
+
+    log = debug = info = warn = warning = msg
+    err = error = critical = exception = fatal = failure = msg
+
+
+def _hidden_under_display(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if (
+        _screen.above is not None
+        and _screen.level != "debug"
+        and event_dict.get("level") in ("debug", "info")
+    ):
+        raise structlog.DropEvent  # the display counts what they say
+    return event_dict
+
+
+@contextmanager
+def above_display(write: Callable[[str], None]) -> Iterator[None]:
+    """While in it, log lines are handed to ``write`` (which prints them above a live display)
+    and INFO lines are left out, unless the level is debug."""
+    _screen.above = write
+    try:
+        yield
+    finally:
+        _screen.above = None
 
 
 def register_secret(value: str) -> None:
@@ -53,10 +113,12 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         if use_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    _screen.level = level.lower()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _hidden_under_display,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             mask_secrets,
@@ -65,6 +127,6 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=lambda *_args: _LineLogger(out),
         cache_logger_on_first_use=False,
     )

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from archiver.audit import Journal, write_manifests
-from archiver.config import Config, parse_timezone
+from archiver.config import Config, SourceConfig, parse_timezone
 from archiver.deletion import Deletions
 from archiver.errors import STOPS_PASS, StorageError
 from archiver.hooks import NO_HOOKS, Hooks
@@ -35,7 +35,7 @@ from archiver.source import Source
 from archiver.storage import Storage
 from archiver.transfer import Transfers
 
-__all__ = ["PassResult", "ScanResult", "Syncer", "lag_seconds"]
+__all__ = ["PassResult", "ScanResult", "Syncer", "lag_seconds", "listing_since"]
 
 log = structlog.get_logger("archiver.sync")
 
@@ -101,23 +101,8 @@ class Syncer:
         return self.transfers.due_total
 
     async def since(self) -> datetime:
-        """Where this pass lists from: the watermark less the lookback, never later than now
-        less the lookback (a watermark in the future is pulled back to now first)."""
-        src = self.cfg.source
-        now = self.now()
-        watermark = await self.ledger.watermark()
-        if watermark is not None and watermark > now:
-            # the clock stepped back (NTP) after the watermark was set by a clock running ahead
-            log.warning(
-                "watermark.pulled_back",
-                watermark=watermark.isoformat(),
-                now=now.isoformat(),
-                ahead_s=round((watermark - now).total_seconds()),
-            )
-            watermark = await self.ledger.pull_back_watermark(now)
-        if watermark is None:
-            return min(src.start_time, now - src.lookback)
-        return max(min(watermark, now) - src.lookback, src.start_time)
+        """Where this pass lists from (:func:`listing_since`)."""
+        return await listing_since(self.cfg.source, self.ledger, self.now())
 
     async def scan(self, since: datetime, until: datetime | None = None) -> ScanResult:
         lister = Lister(
@@ -127,6 +112,7 @@ class Syncer:
             zone_slack=self.zone_slack,
             clock=self.clock,
             journal=self.journal,
+            hooks=self.hooks,
         )
         return await lister.scan(since, until)
 
@@ -182,6 +168,24 @@ class Syncer:
             return 0
         today = self.now().date().isoformat()
         return await write_manifests(self.journal, self.ledger, self.storage, today)
+
+
+async def listing_since(src: SourceConfig, ledger: Ledger, now: datetime) -> datetime:
+    """Where a pass lists from: the watermark less the lookback, never later than now less
+    the lookback (a watermark in the future is pulled back to now first)."""
+    watermark = await ledger.watermark()
+    if watermark is not None and watermark > now:
+        # the clock stepped back (NTP) after the watermark was set by a clock running ahead
+        log.warning(
+            "watermark.pulled_back",
+            watermark=watermark.isoformat(),
+            now=now.isoformat(),
+            ahead_s=round((watermark - now).total_seconds()),
+        )
+        watermark = await ledger.pull_back_watermark(now)
+    if watermark is None:
+        return min(src.start_time, now - src.lookback)
+    return max(min(watermark, now) - src.lookback, src.start_time)
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

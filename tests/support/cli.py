@@ -6,11 +6,16 @@ import asyncio
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pexpect
+import pyte
+
 DEFAULT_CLI_TIMEOUT = 60.0  # seconds a run_cli command may take
 DEFAULT_WAIT_TRIES = 200  # wait_verified asks `status` this often, 0.1 s apart
+DEFAULT_SCREEN = (40, 120)  # rows, columns of the pseudo-terminal of run_in_terminal
 
 
 async def start_cli(
@@ -45,3 +50,44 @@ async def wait_verified(cfg: Path, n: int) -> None:
 def no_traceback(err: str) -> None:
     """An operational error is a sentence, never a Python traceback."""
     assert not [line for line in err.splitlines() if line.startswith("Traceback")], err
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """What a command run in a pseudo-terminal wrote (``raw``, escapes and all) and what the
+    screen showed once it exited (``screen``: the lines of a terminal emulator, pyte)."""
+
+    code: int
+    raw: bytes
+    screen: list[str]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.screen)
+
+
+async def run_in_terminal(
+    *args: str, env: dict[str, str] | None = None, size: tuple[int, int] = DEFAULT_SCREEN
+) -> Terminal:
+    """``python -m archiver ARGS`` with stdout and stderr on a pseudo-terminal (pexpect), as an
+    operator at a terminal runs it; read in a thread, so the test's event loop (a simulator)
+    goes on serving meanwhile."""
+    rows, cols = size
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "archiver", *args],
+        env={**os.environ, "TERM": "xterm-256color", **(env or {})},
+        dimensions=(rows, cols),
+        timeout=DEFAULT_CLI_TIMEOUT,
+    )
+    try:
+        raw = await asyncio.to_thread(child.read)
+    finally:
+        child.close()
+    assert child.exitstatus is not None, f"killed by signal {child.signalstatus}"
+    screen = pyte.Screen(cols, rows)
+    pyte.ByteStream(screen).feed(raw)
+    lines = [line.rstrip() for line in screen.display]
+    while lines and not lines[-1]:
+        lines.pop()
+    return Terminal(child.exitstatus, raw, lines)

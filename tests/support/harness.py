@@ -9,6 +9,7 @@ from typing import Any
 
 from archiver.audit import Journal
 from archiver.config import Config, journal_path
+from archiver.hooks import Hooks, both
 from archiver.ledger import Ledger
 from archiver.metrics import PrometheusHooks
 from archiver.source import open_source
@@ -26,8 +27,11 @@ class Harness:
         self.hooks = PrometheusHooks()  # as the CLI wires it: the metrics tests read them
 
     @contextlib.asynccontextmanager
-    async def syncer(self, syncer_class: type[Syncer] = Syncer) -> AsyncIterator[Syncer]:
-        """A Syncer over freshly opened ledger, client, local storage and journal."""
+    async def syncer(
+        self, syncer_class: type[Syncer] = Syncer, *, watch: Hooks | None = None
+    ) -> AsyncIterator[Syncer]:
+        """A Syncer over freshly opened ledger, client, local storage and journal; ``watch``
+        (e.g. a progress display) sees every hook the metrics see."""
         async with (
             Ledger(self.cfg.ledger.path) as ledger,
             open_source(self.cfg.source, self.hooks) as client,
@@ -41,7 +45,7 @@ class Harness:
                 ledger,
                 clock=self.clock,
                 journal=journal,
-                hooks=self.hooks,
+                hooks=both(self.hooks, watch),
             )
 
     async def pass_(self, **kw: Any) -> Any:
