@@ -19,6 +19,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Self
 
 from aiohttp import web
 
@@ -477,7 +478,7 @@ class TwilioSimulator:
     async def stop(self) -> None:
         await self.server.stop()
 
-    async def __aenter__(self) -> TwilioSimulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
