@@ -2,7 +2,9 @@
 
 Wire-neutral: nothing here knows a URL, a date format or a page envelope. The query methods
 behave like the platform's SQL (``ORDER BY`` with no tiebreak, ``WHERE`` on a DATETIME column
-holding server-local wall time, ``LIMIT``/``OFFSET``), which every wire format pages over.
+holding server-local wall time, ``LIMIT``/``OFFSET``), which Restcomm's wire format pages
+over; :meth:`RecordingStore.newest_first` is the stable order Twilio's cursors walk. Accounts
+may own sub-accounts; SIDs are spelled in the platform's style (``SID_STYLES``).
 """
 
 from __future__ import annotations
