@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 
 from archiver import retry
 from archiver.config import Config
-from archiver.simulator import RestcommSimulator
+from archiver.simulator import RestcommSimulator, SignalWireSimulator, TwilioSimulator
 from tests.support import s3
 from tests.support.config import make_config
 from tests.support.mounts import Tmpfs
@@ -63,6 +64,20 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 async def sim() -> AsyncIterator[RestcommSimulator]:
     async with RestcommSimulator(seed=7) as s:
         yield s
+
+
+@pytest.fixture(params=[TwilioSimulator, SignalWireSimulator], ids=["twilio", "signalwire"])
+async def twilio_sim(request: pytest.FixtureRequest) -> AsyncIterator[TwilioSimulator]:
+    """A Twilio simulator, and once more its SignalWire variant (same API, another prefix)."""
+    kind: type[TwilioSimulator] = request.param
+    async with kind(seed=7) as s:
+        yield s
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @pytest.fixture

@@ -63,12 +63,6 @@ async def sim() -> AsyncIterator[RestcommSimulator]:
         yield simulator
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def auth(sim: RestcommSimulator, token: str | None = None) -> dict[str, str]:
     value = aiohttp.encode_basic_auth(sim.account_sid, token or sim.auth_token)
     return {"Authorization": value}

@@ -8,6 +8,8 @@ aiohttp response, sleeping, cutting, stalling or mis-sizing it as the matching
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import email.utils
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,6 +43,22 @@ def empty(status: int, **headers: str) -> Reply:
     return Reply(status, dict(headers))
 
 
+def basic_credentials(request: web.BaseRequest) -> tuple[str, str] | None:
+    """The user and password of a well-formed ``Authorization: Basic`` header, else None."""
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    parts = header.split(" ", 1)
+    if len(parts) != 2 or parts[0] != "Basic":
+        return None
+    try:
+        decoded = base64.b64decode(parts[1].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
 # a wire format's answer to a request, given whether the request carried valid credentials
 Route = Callable[[web.Request, bool], Awaitable[Reply]]
 
@@ -71,6 +89,7 @@ class SimServer:
         authorize: Callable[[web.BaseRequest], bool],
         api: Route,
         storage: Route,
+        tag: Callable[[web.BaseRequest], str | None] | None = None,
     ) -> None:
         self.injector = injector
         self.authorize = authorize
@@ -78,6 +97,9 @@ class SimServer:
         self.requests: list[RequestRecord] = []
         self.in_flight = 0  # requests being answered now, and the most there ever were
         self.peak_in_flight = 0
+        # requests being answered now by tag (an account, say), for a concurrency limit
+        self.tag = tag
+        self.in_flight_by: dict[str, int] = {}
         # the server's clock for its Date header (None: the real one); tests step it
         self.clock: Callable[[], float] | None = None
         self._runners: list[web.AppRunner] = []
@@ -125,12 +147,17 @@ class SimServer:
         status = 500
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        tag = self.tag(request) if self.tag is not None else None
+        if tag is not None:
+            self.in_flight_by[tag] = self.in_flight_by.get(tag, 0) + 1
         try:
             reply = await self._answer(request, route, authorized, fault)
             status = reply.status
             return await self._send(request, reply, fault)
         finally:
             self.in_flight -= 1
+            if tag is not None:
+                self.in_flight_by[tag] -= 1
             self._record(request, authorized, status, fault is not None)
 
     async def _answer(

@@ -1,7 +1,8 @@
-"""Recording bodies made up on the fly: real WAV/MP4 headers, then deterministic bytes.
+"""Recording bodies made up on the fly: real WAV/MP4/MP3 headers, then deterministic bytes.
 
-Nothing is kept in memory: a body is a pure function of (sid, seed, size, ext), generated at
-memcpy speed, so a benchmark can serve gigabytes and a test can recompute any digest.
+Nothing is kept in memory: a body is a pure function of (sid, seed, size, ext, channels),
+generated at memcpy speed, so a benchmark can serve gigabytes and a test can recompute any
+digest.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 BLOCK = 65536  # the pseudo-random block every body is cut from, and the default chunk
 
@@ -45,26 +47,47 @@ def mp4_header(total_size: int) -> bytes:
     return ftyp + mdat
 
 
-def header(ext: str, size: int) -> bytes:
+def mp3_header(channels: int = 1) -> bytes:
+    """An empty ID3v2.4 tag, then the header of an MPEG-1 Layer III frame (128 kbit/s,
+    44.1 kHz; mono, or joint stereo for two channels): what an mp3 file starts with."""
+    id3 = b"ID3" + bytes([4, 0, 0]) + bytes(4)  # version 2.4, no flags, syncsafe size 0
+    mode = 0xC4 if channels == 1 else 0x64  # the channel-mode bits: 11 mono, 01 joint stereo
+    return id3 + bytes([0xFF, 0xFB, 0x90, mode])
+
+
+CONTENT_TYPES = {"wav": "audio/x-wav", "mp4": "video/mp4", "mp3": "audio/mpeg"}
+
+
+def header(ext: str, size: int, channels: int = 1) -> bytes:
     """The container header of a ``size``-byte ``ext`` body, cut to ``size``."""
-    head = mp4_header(size) if ext == "mp4" else wav_header(max(size - 44, 0))
+    if ext == "mp4":
+        head = mp4_header(size)
+    elif ext == "mp3":
+        head = mp3_header(channels)
+    else:
+        head = wav_header(max(size - 44, 0), channels=channels)
     return head[:size]
 
 
-def iter_body(sid: str, seed: int, size: int, ext: str, chunk_size: int) -> Iterator[bytes]:
+def iter_body(
+    sid: str, seed: int, size: int, ext: str, chunk_size: int, channels: int = 1
+) -> Iterator[bytes]:
     """The body in pieces of at most ``chunk_size`` bytes; the content does not depend on it.
 
     Data block ``j`` is a rotation of a 64 KiB pseudo-random block (from ``sid``, ``seed``,
-    ``size``) whose first 8 bytes are replaced by ``j``, so every block differs.
+    ``size``, and for an mp3 or a second channel those too) whose first 8 bytes are replaced
+    by ``j``, so every block differs.
     """
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
-    head = header(ext, size)
+    head = header(ext, size, channels)
     yield from split(head, chunk_size)
     remaining = size - len(head)
     if remaining <= 0:
         return
-    doubled = _base_block(sid, seed, size)
+    # the bodies of one-channel WAV and MP4 keep the key they always had
+    salt = "" if ext != "mp3" and channels == 1 else f"\x00{ext}\x00{channels}"
+    doubled = _base_block(sid + salt, seed, size)
     index = 0
     while remaining > 0:
         offset = (index * 40503) % BLOCK
@@ -91,3 +114,30 @@ def split(data: bytes, chunk_size: int) -> Iterator[bytes]:
         return
     for start in range(0, len(data), chunk_size):
         yield data[start : start + chunk_size]
+
+
+@dataclass(frozen=True)
+class Body:
+    """One rendition of a recording's media: its format, channels and size."""
+
+    sid: str
+    seed: int
+    size: int
+    ext: str
+    channels: int = 1
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES.get(self.ext, "application/octet-stream")
+
+    def iter(self, chunk_size: int = BLOCK) -> Iterator[bytes]:
+        return iter_body(self.sid, self.seed, self.size, self.ext, chunk_size, self.channels)
+
+    def data(self) -> bytes:
+        return b"".join(self.iter())
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.iter():
+            digest.update(chunk)
+        return digest.hexdigest()

@@ -18,7 +18,7 @@ from datetime import timedelta, timezone, tzinfo
 
 from aiohttp import web
 
-from archiver.simulator.app import Reply, RequestRecord, SimServer, empty
+from archiver.simulator.app import Reply, RequestRecord, SimServer, basic_credentials, empty
 from archiver.simulator.faults import Fault, FaultInjector
 from archiver.simulator.forward import Forward
 from archiver.simulator.media import MediaHost
@@ -29,7 +29,6 @@ from archiver.simulator.restcomm_wire import (
     SID_RE,
     UNPROTECTED_RE,
     ApiPath,
-    basic_credentials,
     envelope,
     json_reply,
     other_envelope,

@@ -9,8 +9,6 @@ for every exception. What each route answers is in :mod:`.restcomm`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -111,22 +109,6 @@ def _accept_ok(accept: str) -> bool:
         if media in ("", "*", "*/*", "application/*", "application/xml", "application/json"):
             return True
     return False
-
-
-def basic_credentials(request: web.BaseRequest) -> tuple[str, str] | None:
-    """The user and password of a well-formed ``Authorization: Basic`` header, else None."""
-    header = request.headers.get("Authorization")
-    if not header:
-        return None
-    parts = header.split(" ", 1)
-    if len(parts) != 2 or parts[0] != "Basic":
-        return None
-    try:
-        decoded = base64.b64decode(parts[1].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
 
 
 # --------------------------------------------------------------------------- rendering

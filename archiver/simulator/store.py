@@ -2,7 +2,9 @@
 
 Wire-neutral: nothing here knows a URL, a date format or a page envelope. The query methods
 behave like the platform's SQL (``ORDER BY`` with no tiebreak, ``WHERE`` on a DATETIME column
-holding server-local wall time, ``LIMIT``/``OFFSET``), which every wire format pages over.
+holding server-local wall time, ``LIMIT``/``OFFSET``), which Restcomm's wire format pages
+over; :meth:`RecordingStore.newest_first` is the stable order Twilio's cursors walk. Accounts
+may own sub-accounts; SIDs are spelled in the platform's style (``SID_STYLES``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import math
 import random
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -36,6 +39,13 @@ class SimRecording:
     seed: int = 0
     file_uri_host: str = "http://internal.invalid:8080"  # the host the platform names
     date_updated: datetime | None = None
+    # what Twilio's resource says besides (Restcomm shows none of it)
+    status: str = "completed"
+    channels: int = 1
+    source: str = "RecordVerb"
+    conference_sid: str | None = None
+    encryption_details: dict[str, str] | None = None
+    error_code: int | None = None
     _sha_cache: dict[tuple[str, int, int, str], str] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -60,6 +70,10 @@ class SimRecording:
     def body(self) -> bytes:
         return b"".join(self.iter_body(bodies.BLOCK))
 
+    def rendition(self, ext: str, channels: int, size: int) -> bodies.Body:
+        """Another form of this recording's media (an mp3, a mono mix-down), ``size`` bytes."""
+        return bodies.Body(self.sid, self.seed, size, ext, channels)
+
     def sha256(self) -> str:
         key = (self.sid, self.seed, self.size, self.ext)
         cached = self._sha_cache.get(key)
@@ -73,12 +87,24 @@ class SimRecording:
         return cached
 
 
+ACCOUNT_STATUSES = ("active", "suspended", "closed")
+
+
 @dataclass
 class Account:
-    """An account and the token that authenticates it."""
+    """An account and the token that authenticates it; a sub-account names its owner."""
 
     sid: str
     auth_token: str
+    friendly_name: str = ""
+    status: str = "active"  # one of ACCOUNT_STATUSES
+    owner_sid: str | None = None  # None: a main account (its own owner)
+    date_created: datetime = datetime(2015, 1, 1, tzinfo=UTC)
+
+
+# how the platform spells a new SID: Restcomm and Twilio "RE" + 32 hex digits (Restcomm's
+# call SIDs are "ID…-CA…", Twilio's "CA…"); SignalWire a UUID whatever the resource
+SID_STYLES = ("restcomm", "twilio", "uuid")
 
 
 class Row(NamedTuple):
@@ -126,7 +152,11 @@ class RecordingStore:
         tz: tzinfo,
         seed: int = 0,
         shuffle_ties: bool = True,
+        sid_style: str = "restcomm",
     ) -> None:
+        if sid_style not in SID_STYLES:
+            raise ValueError(f"unknown sid_style {sid_style!r}")
+        self.sid_style = sid_style
         self.account_sid = account_sid  # the main account, the one recordings are made for
         self.accounts = {account_sid: Account(account_sid, auth_token)}
         self.tz = tz  # the server's time zone: its DATETIME column holds wall time in it
@@ -138,6 +168,7 @@ class RecordingStore:
         self._sid_rng = random.Random(f"sid:{seed}")
         self._tie_rng = random.Random(f"ties:{seed}")
         self._sort_cache: dict[tuple[str, SortBy | None], tuple[tuple[Any, ...], list[Row]]] = {}
+        self._stable_cache: dict[str, tuple[tuple[Any, ...], list[SimRecording]]] = {}
 
     @property
     def account(self) -> Account:
@@ -145,11 +176,37 @@ class RecordingStore:
 
     # ---------------------------------------------------------------- making recordings
 
-    def make_sid(self) -> str:
-        return f"RE{self._sid_rng.getrandbits(128):032x}"
+    def make_sid(self, prefix: str = "RE") -> str:
+        """A new SID: ``prefix`` and 32 hex digits, or a UUID in the ``uuid`` style."""
+        if self.sid_style == "uuid":
+            return str(uuid.UUID(int=self._sid_rng.getrandbits(128), version=4))
+        return f"{prefix}{self._sid_rng.getrandbits(128):032x}"
 
     def _make_call_sid(self) -> str:
+        if self.sid_style != "restcomm":
+            return self.make_sid("CA")
         return f"ID{self._sid_rng.getrandbits(128):032x}-CA{self._sid_rng.getrandbits(128):032x}"
+
+    def add_account(
+        self,
+        *,
+        owner_sid: str | None = None,
+        friendly_name: str = "",
+        status: str = "active",
+        auth_token: str | None = None,
+        sid: str | None = None,
+    ) -> Account:
+        """A new account; with ``owner_sid``, a sub-account of that one."""
+        if status not in ACCOUNT_STATUSES:
+            raise ValueError(f"unknown account status {status!r}")
+        if owner_sid is not None and owner_sid not in self.accounts:
+            raise KeyError(owner_sid)
+        sid = sid or self.make_sid("AC")
+        token = auth_token or f"{self._sid_rng.getrandbits(128):032x}"
+        created = datetime(2015, 1, 1, tzinfo=UTC) + timedelta(days=len(self.accounts))
+        account = Account(sid, token, friendly_name or sid, status, owner_sid, created)
+        self.accounts[sid] = account
+        return account
 
     def add(self, rec: SimRecording) -> SimRecording:
         self.recordings[rec.sid] = rec
@@ -164,12 +221,18 @@ class RecordingStore:
         size: int = 16_044,
         same_second_every: int = 1,
         ext_mp4_every: int = 0,
+        account_sid: str | None = None,
+        channels: int = 1,
     ) -> list[SimRecording]:
         """Add ``n`` recordings from ``start`` onwards, ``spacing`` apart.
 
         ``same_second_every=k`` gives k consecutive recordings the same ``date_created``;
-        ``ext_mp4_every=k`` makes every k-th recording (k-1, 2k-1, ...) an mp4.
+        ``ext_mp4_every=k`` makes every k-th recording (k-1, 2k-1, ...) an mp4; ``account_sid``
+        (default: the main account) owns them; ``channels=2`` makes them dual-channel.
         """
+        owner = account_sid or self.account_sid
+        if owner not in self.accounts:
+            raise KeyError(owner)
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
         group = max(same_second_every, 1)
@@ -179,13 +242,15 @@ class RecordingStore:
         for i in range(n):
             rec = SimRecording(
                 sid=self.make_sid(),
-                account_sid=self.account_sid,
+                account_sid=owner,
                 call_sid=self._make_call_sid(),
                 date_created=(start + spacing * (i // group)).astimezone(UTC),
                 duration=duration or 0.5,
                 ext="mp4" if ext_mp4_every > 0 and (i + 1) % ext_mp4_every == 0 else "wav",
                 size=size,
                 seed=self.seed,
+                channels=channels,
+                source="DialVerb" if channels == 2 else "RecordVerb",
             )
             out.append(self.add(rec))
         return out
@@ -244,11 +309,22 @@ class RecordingStore:
             i = j
         return out
 
-    def _sorted(self, account_sid: str, sort_by: SortBy | None) -> list[Row]:
-        """The account's rows in ``ORDER BY`` order, ties in insertion order; cached until
-        the recordings change."""
+    def newest_first(self, account_sid: str) -> list[SimRecording]:
+        """The account's recordings by ``date_created`` descending, ties by SID descending
+        (a stable order, as Twilio's is); cached until the recordings change."""
+        fingerprint = self._fingerprint(account_sid, ("", False))
+        cached = self._stable_cache.get(account_sid)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        recs = [r for r in self.recordings.values() if r.account_sid == account_sid]
+        recs.sort(key=lambda r: (r.date_created, r.sid), reverse=True)
+        self._stable_cache[account_sid] = (fingerprint, recs)
+        return recs
+
+    def _fingerprint(self, account_sid: str, sort_by: SortBy | None) -> tuple[Any, ...]:
+        """What the cached orders depend on: it changes whenever a recording does."""
         recs = self.recordings
-        fingerprint = (
+        return (
             sort_by,
             self.tz,
             account_sid,
@@ -257,6 +333,12 @@ class RecordingStore:
             hash(tuple(recs)),
             hash(tuple(map(id, recs.values()))),
         )
+
+    def _sorted(self, account_sid: str, sort_by: SortBy | None) -> list[Row]:
+        """The account's rows in ``ORDER BY`` order, ties in insertion order; cached until
+        the recordings change."""
+        recs = self.recordings
+        fingerprint = self._fingerprint(account_sid, sort_by)
         cached = self._sort_cache.get((account_sid, sort_by))
         if cached is not None and cached[0] == fingerprint:
             return cached[1]

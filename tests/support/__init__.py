@@ -15,4 +15,6 @@
 - ``mounts``: small real file systems (tmpfs, read-only binds) for fault tests.
 - ``harness``: the in-process ``Syncer`` against the simulator, opened like the CLI opens it.
 - ``archive``: what a test asserts of a local archive and its journal.
+- ``twilio``: a small client for the Twilio/SignalWire simulators (Basic auth, JSON answers,
+  listings walked by ``next_page_uri``).
 """
