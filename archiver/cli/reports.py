@@ -1,0 +1,336 @@
+"""The commands that look: status, verify, config show, audit, check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from archiver import logs
+from archiver.audit import (
+    Head,
+    check_manifests,
+    manifest_key,
+    recover_journal,
+    scan_journal,
+)
+from archiver.cli.codes import EXIT_FAILURES, EXIT_OK
+from archiver.cli.passes import describe_left
+from archiver.cli.wiring import with_stack
+from archiver.config import (
+    Config,
+    environ_overrides,
+    is_secret,
+    journal_path,
+    plain_values,
+    secret_file_of,
+)
+from archiver.errors import ArchiverError, ConfigError, ObjectLocked
+from archiver.ledger import Ledger, iso
+from archiver.source import open_source
+from archiver.storage import open_storage
+from archiver.storage.base import check_sidecar
+from archiver.sync import lag_seconds
+
+log = structlog.get_logger("archiver.cli")
+
+
+def _existing_ledger(cfg: Config) -> None:
+    """Commands that only read the ledger never create one (a wrong path would look empty)."""
+    if not Path(cfg.ledger.path).exists():
+        raise ConfigError("ledger.path", f"no ledger at {cfg.ledger.path} yet: run 'sync' first")
+
+
+async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
+    _existing_ledger(cfg)
+    async with Ledger(cfg.ledger.path) as ledger:
+        counts = await ledger.counts()
+        left = await ledger.outstanding(time.time(), cfg.source.max_attempts)
+        repairs = await ledger.count_repairs()
+        watermark = await ledger.watermark()
+        newest = await ledger.newest_archived()
+        n_archived, archived_bytes = await ledger.archived_totals()
+        last_pass, last_pass_at = await ledger.last_pass()
+        recent = await ledger.failures(failures)
+        head = Head.decode(await ledger.audit_checkpoint())
+    journal = Path(journal_path(cfg))
+    try:
+        journal_bytes: int | None = journal.stat().st_size
+    except OSError:
+        journal_bytes = None
+    now = datetime.now(UTC)
+    return {
+        "states": counts,
+        "total": sum(counts.values()),
+        "archived_recordings": n_archived,
+        "archived_bytes": archived_bytes,
+        "watermark": watermark.isoformat() if watermark else None,
+        "newest_archived": newest.isoformat() if newest else None,
+        "lag_seconds": lag_seconds(newest, now),
+        "outstanding": left.as_dict(),
+        "outstanding_total": left.total,
+        "needs_repair": repairs,
+        "last_pass": last_pass,
+        "last_pass_at": iso(last_pass_at),
+        # lines as of the last checkpoint (end of a pass), read from the ledger, not the file
+        "journal": {
+            "path": str(journal),
+            "bytes": journal_bytes,
+            "lines": head.seq if head else 0,
+        },
+        "failures": [
+            {
+                "sid": r.sid,
+                "attempts": r.attempts,
+                "permanent": r.permanent,
+                "reason": r.last_error,
+                "updated_at": iso(r.updated_at),
+            }
+            for r in recent
+        ],
+    }
+
+
+def _print_status(facts: dict[str, Any]) -> None:
+    print("state        recordings")
+    for state, n in facts["states"].items():
+        print(f"  {state:<11}{n:>10}")
+    print(f"  {'total':<11}{facts['total']:>10}")
+    print(
+        f"archived     {facts['archived_recordings']} recordings, "
+        f"{facts['archived_bytes'] / 1e6:.1f} MB"
+    )
+    print(f"watermark    {facts['watermark'] or '-'}")
+    lag = facts["lag_seconds"]
+    print(
+        f"lag          {'-' if lag is None else str(timedelta(seconds=int(lag)))}"
+        f"  (newest archived {facts['newest_archived'] or '-'})"
+    )
+    last = facts["last_pass"]
+    if last:
+        print(
+            f"last pass    {facts['last_pass_at']}: listed {last['listed']}, "
+            f"archived {last['archived']}, failed {last['failed']}, {last['duration_s']}s"
+        )
+        if last.get("scan_complete") is False:
+            print(f"             listing incomplete: {last.get('scan_problem') or 'see the log'}")
+        if last.get("stopped_early"):
+            print("             interrupted before all work was done")
+    else:
+        print("last pass    -")
+    print(f"left         {describe_left(facts['outstanding'])}")
+    if facts["needs_repair"]:
+        print(
+            f"repair       {facts['needs_repair']} archived copies need repair (found missing or "
+            "altered by verify --repair): archived again from the source on the next pass"
+        )
+    j = facts["journal"]
+    size = "not written yet" if j["bytes"] is None else f"{j['bytes'] / 1e6:.1f} MB"
+    print(f"journal      {j['path']}: {size}, {j['lines']} lines")
+    if facts["failures"]:
+        print("recent failures:")
+        for f in facts["failures"]:
+            kind = "permanent" if f["permanent"] else f"attempt {f['attempts']}"
+            print(f"  {f['sid']}  [{kind}]  {f['reason']}")
+
+
+async def cmd_status(cfg: Config, as_json: bool, failures: int) -> int:
+    facts = await status_facts(cfg, failures)
+    if as_json:
+        print(json.dumps(facts, indent=2))
+    else:
+        _print_status(facts)
+    last = facts["last_pass"] or {}
+    incomplete = last.get("scan_complete") is False or last.get("stopped_early")
+    return EXIT_FAILURES if facts["outstanding_total"] or incomplete else EXIT_OK
+
+
+async def cmd_verify(cfg: Config, deep: bool, repair: bool = False) -> int:
+    """Check every archived copy, audio and sidecar; with ``repair``, rewrite damaged sidecars
+    from the ledger and mark rows whose audio is missing or altered to be archived again."""
+    _existing_ledger(cfg)
+    checked = 0
+    problems: list[str] = []
+    repaired: list[str] = []
+    async with AsyncExitStack() as stack:
+        syncer = await with_stack(cfg, stack) if repair else None  # repair journals too
+        if syncer is not None:
+            ledger, storage = syncer.ledger, syncer.storage
+        else:
+            ledger = await stack.enter_async_context(Ledger(cfg.ledger.path))
+            storage = await stack.enter_async_context(open_storage(cfg.archive))
+        after = ""
+        while rows := await ledger.archived_rows(after, 500):
+            for row in rows:
+                checked += 1
+                assert row.archive_key and row.size is not None and row.sha256
+                where = storage.describe(row.archive_key)
+                try:
+                    await storage.verify(row.archive_key, row.size, row.sha256, deep=deep)
+                except ArchiverError as exc:
+                    problems.append(f"{row.sid} {where}: {exc}")
+                    if syncer is not None:
+                        if await syncer.queue_repair(row, str(exc)):
+                            repaired.append(f"{row.sid}: will be archived again on the next pass")
+                        else:
+                            repaired.append(
+                                f"{row.sid}: LOST: deleted from the source, so it cannot be "
+                                "archived again; marked failed for good (status shows it)"
+                            )
+                    continue
+                try:
+                    await check_sidecar(storage, row.archive_key, row.sid, row.size, row.sha256)
+                except ArchiverError as exc:
+                    problems.append(f"{row.sid} {exc}")
+                    if syncer is not None:
+                        await syncer.restore_sidecar(row, str(exc))
+                        repaired.append(f"{row.sid}: sidecar rewritten from the ledger")
+            after = rows[-1].sid
+    for line in problems:
+        print(f"DRIFT {line}")
+    for line in repaired:
+        print(f"REPAIR {line}")
+    print(
+        f"checked {checked} archived copies and sidecars{' (deep)' if deep else ''}: "
+        f"{len(problems)} discrepanc{'y' if len(problems) == 1 else 'ies'}"
+        + (f", {len(repaired)} repaired or queued" if repair else "")
+    )
+    return EXIT_FAILURES if problems else EXIT_OK
+
+
+def _config_sources(cfg: Config, environ: dict[str, str]) -> dict[str, str]:
+    """``section.key`` -> where its value came from, for the values not from the file."""
+    sources = {f"{sec}.{key}": name for (sec, key), name in environ_overrides(environ).items()}
+    for section, values in plain_values(cfg).items():
+        for key in values:
+            file_key = secret_file_of(section, key)
+            if file_key and getattr(getattr(cfg, section), file_key):
+                sources[f"{section}.{key}"] = f"{section}.{file_key}"
+    return sources
+
+
+def cmd_config_show(cfg: Config, as_json: bool, environ: dict[str, str]) -> int:
+    sources = _config_sources(cfg, environ)
+    shown = {
+        section: {
+            key: (logs.MASK if value and is_secret(section, key) else value)
+            for key, value in values.items()
+        }
+        for section, values in plain_values(cfg).items()
+    }
+    if as_json:
+        print(json.dumps({"config": shown, "from": sources}, indent=2))
+        return EXIT_OK
+    print(
+        "# the config in effect: the file, then ARCHIVER_* environment variables, then secret "
+        "files; secrets masked (***)"
+    )
+    for section, values in shown.items():
+        print(f"\n[{section}]")
+        for key, value in values.items():
+            line = f"{key} = {json.dumps(value)}"
+            source = sources.get(f"{section}.{key}")
+            if source is not None:
+                line += f"  # from {source}"
+            print(line)
+    return EXIT_OK
+
+
+async def cmd_audit_verify(cfg: Config, journal_only: bool = False) -> int:
+    path = Path(journal_path(cfg))
+    _existing_ledger(cfg)
+    async with Ledger(cfg.ledger.path) as ledger:
+        checkpoint = Head.decode(await ledger.audit_checkpoint())
+        copied = await ledger.manifest_offset()
+    if not path.exists():
+        if checkpoint is None or checkpoint.seq == 0:
+            raise ConfigError("audit.journal", f"no journal at {path}")
+        print(
+            f"journal {path}: MISSING: the ledger's checkpoint is seq {checkpoint.seq}; "
+            "restore it from a backup, or record the break: archiver audit recover --reason ..."
+        )
+        return EXIT_FAILURES
+    report = await asyncio.to_thread(scan_journal, path, checkpoint)
+    for line, doc in report.breaks:
+        print(
+            f"journal {path}: recorded chain break at line {line} ({doc.get('ts')}): "
+            f"{doc.get('found')}; reason: {doc.get('reason')}"
+        )
+    if report.broken is not None:
+        line, why = report.broken
+        print(f"journal {path}: BROKEN at line {line}: {why}")
+        return EXIT_FAILURES
+    head = f"seq {checkpoint.seq}" if checkpoint else "no checkpoint yet"
+    segments = f", {len(report.breaks) + 1} segments" if report.breaks else ""
+    print(f"journal {path}: chain intact (ledger checkpoint {head}{segments})")
+    if journal_only or not cfg.audit.manifests:
+        return EXIT_OK
+    async with open_storage(cfg.archive) as storage:
+        found = await check_manifests(path, copied, storage)
+    for day, why in found.differ:
+        print(f"manifest {day}: DIFFERS: {why}")
+    for day in found.missing:
+        print(f"manifest {day}: MISSING from the archive ({storage.describe(manifest_key(day))})")
+    print(
+        f"manifests    {found.matched} day(s) match the archive's copies, "
+        f"{len(found.differ)} differ, {len(found.missing)} missing"
+    )
+    return EXIT_OK if not (found.differ or found.missing) else EXIT_FAILURES
+
+
+async def cmd_audit_recover(cfg: Config, reason: str) -> int:
+    if not reason.strip():
+        raise ConfigError("--reason", "must say why the chain is broken (an auditor reads it)")
+    path = Path(journal_path(cfg))
+    async with Ledger(cfg.ledger.path) as ledger:
+        checkpoint = Head.decode(await ledger.audit_checkpoint())
+        now = datetime.now(UTC)
+        recovery = await asyncio.to_thread(recover_journal, path, checkpoint, reason, now)
+        if recovery is None:
+            print(f"journal {path}: chain intact; nothing to recover")
+            return EXIT_OK
+        offset = await ledger.manifest_offset()
+        # the new segment is the ledger's checkpoint now; daily manifests go on from where
+        # the old file's lines that are still there end
+        await ledger.restart_audit(recovery.head.encode(), min(offset, recovery.kept_bytes))
+    print(f"journal {path}: recorded a chain break at seq {recovery.head.seq}: {recovery.found}")
+    if recovery.moved_to is not None:
+        print(f"  the damaged journal is kept, untouched, at {recovery.moved_to}")
+    return EXIT_OK
+
+
+async def cmd_check(cfg: Config) -> int:
+    print(f"config       ok ({cfg.archive.backend} backend)")
+    async with open_source(cfg.source) as client:
+        total = await client.check()
+        print(f"source       ok: {cfg.source.base_url} answers, {total} recordings listed")
+    async with open_storage(cfg.archive) as storage:
+        key = f"archiver-check/canary-{os.getpid()}-{int(time.time())}.txt"
+        data = f"archiver canary {datetime.now(UTC).isoformat()}\n".encode()
+        canary = await storage.put_canary(key, data)
+        print(f"archive      ok: wrote, read back and verified {storage.describe(key)}")
+        if canary.retained_until is not None:
+            print(
+                "             canary under Object Lock GOVERNANCE until "
+                f"{canary.retained_until.isoformat()} (the shortest retention this bucket allows)"
+            )
+        for note in canary.notes:
+            print(f"             {note}")
+        try:
+            await storage.delete_canary(key)
+            print("             canary removed")
+        except ObjectLocked as exc:
+            print(f"             canary kept: {exc}; it is {len(data)} bytes")
+        except ArchiverError as exc:
+            print(f"             canary kept ({exc}); it is {len(data)} bytes")
+    async with Ledger(cfg.ledger.path) as ledger:
+        counts = await ledger.counts()
+        print(f"ledger       ok: {cfg.ledger.path} ({sum(counts.values())} recordings)")
+    return EXIT_OK
