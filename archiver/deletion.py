@@ -20,6 +20,7 @@ from archiver.copies import put_sidecar, sidecar
 from archiver.errors import STOPS_PASS, ArchiverError
 from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import ArchivedRow, Ledger, Row
+from archiver.part import PassPart
 from archiver.report import PassResult
 from archiver.retry import retrying
 from archiver.source import Source
@@ -29,7 +30,7 @@ from archiver.storage.base import check_sidecar
 log = structlog.get_logger("archiver.sync")
 
 
-class Deletions:
+class Deletions(PassPart):
     """Deletes verified source copies, and keeps archived copies whole (sidecar repair)."""
 
     def __init__(
@@ -43,17 +44,8 @@ class Deletions:
         journal: Journal | None,
         hooks: Hooks = NO_HOOKS,
     ) -> None:
+        super().__init__(source, storage, ledger, clock=clock, journal=journal, hooks=hooks)
         self.cfg = cfg
-        self.source = source
-        self.storage = storage
-        self.ledger = ledger
-        self.clock = clock
-        self.journal = journal
-        self.hooks = hooks
-
-    def _audit(self, event: str, **fields: object) -> None:
-        if self.journal is not None:
-            self.journal.append(event, **fields)
 
     async def delete_verified(self, result: PassResult, stopping: asyncio.Event) -> None:
         """Delete the source copies whose archive is verified and old enough, re-checked

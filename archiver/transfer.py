@@ -34,6 +34,7 @@ from archiver.errors import (
 from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import Ledger, Row, VerifiedCopy
 from archiver.model import Recording
+from archiver.part import PassPart
 from archiver.report import PassResult
 from archiver.retry import retrying
 from archiver.source import Source
@@ -54,7 +55,7 @@ def retry_delay(attempts: int) -> float:
     return float(min(DEFAULT_RETRY_BASE * 2 ** max(attempts - 1, 0), DEFAULT_RETRY_CAP))
 
 
-class Transfers:
+class Transfers(PassPart):
     """Archives due recordings. One instance per Syncer; its download slots outlive passes."""
 
     def __init__(
@@ -69,23 +70,14 @@ class Transfers:
         journal: Journal | None,
         hooks: Hooks = NO_HOOKS,
     ) -> None:
+        super().__init__(source, storage, ledger, clock=clock, journal=journal, hooks=hooks)
         self.cfg = cfg
         self.key_template = key_template
-        self.source = source
-        self.storage = storage
-        self.ledger = ledger
-        self.clock = clock
-        self.journal = journal
-        self.hooks = hooks
         # download slots: every slot is given back when its transfer ends, pass or no pass
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self.on_progress: Callable[[PassResult, Row | None], None] | None = None
         self.due_total = 0  # recordings this pass set out to transfer (for progress)
         self.commits = GroupCommit(ledger, journal, clock=clock)  # one per transfer_due
-
-    def _audit(self, event: str, **fields: object) -> None:
-        if self.journal is not None:
-            self.journal.append(event, **fields)
 
     # ------------------------------------------------------------------ the batch
 

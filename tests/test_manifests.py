@@ -38,6 +38,16 @@ async def test_daily_manifests_are_written_into_the_archive(
     )
 
 
+async def first_day_copied(sim: RestcommSimulator, cfg: Config) -> Config:
+    """A pass on NOW's day, then one three days later: that first day is closed and copied."""
+    sim.generate(3, start=NOW - timedelta(hours=1))
+    h = Harness(cfg)
+    await h.pass_()
+    h.clock = lambda: NOW.timestamp() + 3 * DAY
+    await h.pass_()
+    return cfg
+
+
 def forge(journal: Path) -> Head:
     """Rewrite the journal's first line and chain every later one again, as someone with the
     state volume could: a consistent chain that tells another story."""
@@ -56,12 +66,7 @@ def forge(journal: Path) -> Head:
 async def test_audit_verify_finds_a_consistently_rewritten_journal_by_its_manifests(
     sim: RestcommSimulator, config_for: Callable[..., Config]
 ) -> None:
-    sim.generate(3, start=NOW - timedelta(hours=1))
-    cfg = config_for(sim)
-    h = Harness(cfg)
-    await h.pass_()
-    h.clock = lambda: NOW.timestamp() + 3 * DAY  # the first day is closed and copied
-    await h.pass_()
+    cfg = await first_day_copied(sim, config_for(sim))
     conf = cli_config(cfg, sim)
     code, out, err = await run_cli("--config", str(conf), "audit", "verify")
     assert code == 0, out + err
@@ -82,12 +87,7 @@ async def test_audit_verify_finds_a_consistently_rewritten_journal_by_its_manife
 async def test_audit_verify_reports_a_manifest_missing_from_the_archive(
     sim: RestcommSimulator, config_for: Callable[..., Config]
 ) -> None:
-    sim.generate(2, start=NOW - timedelta(hours=1))
-    cfg = config_for(sim)
-    h = Harness(cfg)
-    await h.pass_()
-    h.clock = lambda: NOW.timestamp() + 3 * DAY
-    await h.pass_()
+    cfg = await first_day_copied(sim, config_for(sim))
     (manifest,) = (Path(cfg.archive.path) / "audit").rglob("*.jsonl")
     manifest.unlink()
     code, out, err = await run_cli("--config", str(cli_config(cfg, sim)), "audit", "verify")

@@ -22,6 +22,7 @@ The parts, each importing only those listed before it::
     app         loopback listeners: a route's Reply sent, bent by its fault, and logged
     media       media served direct, chunked through a proxy, or redirected to a presigned origin
     restcomm_wire  Restcomm's paths, credentials, JSON/XML bodies, page query and envelope
+    lifecycle   start, stop and async with, for every platform
     forward     a simulator's attributes kept by its parts (``sim.tz`` is ``sim.store.tz``)
     restcomm    what each Restcomm route answers; RestcommSimulator puts the parts together
     twilio_wire Twilio's paths, JSON resources, errors, page query, cursor and envelope

@@ -21,6 +21,7 @@ from aiohttp import web
 from archiver.simulator.app import Reply, RequestRecord, SimServer, basic_credentials, empty
 from archiver.simulator.faults import Fault, FaultInjector
 from archiver.simulator.forward import Forward
+from archiver.simulator.lifecycle import Served
 from archiver.simulator.media import MediaHost
 from archiver.simulator.restcomm_wire import (
     API_PREFIX,
@@ -205,7 +206,7 @@ class RestcommApi:
 # --------------------------------------------------------------------------- the simulator
 
 
-class RestcommSimulator:
+class RestcommSimulator(Served):
     """A Restcomm platform on loopback, for tests, the demo and ``archiver simulator``.
 
     Its parts: :attr:`store` (accounts, recordings), :attr:`injector` (faults and knobs),
@@ -278,18 +279,5 @@ class RestcommSimulator:
         """``base_url`` + ``/2012-04-24``."""
         return f"{self.base_url}/{API_VERSION}"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on loopback (``port`` 0: a free one); returns :attr:`base_url`."""
-        api_origin, self.media.origin = await self.server.start(host, port)
-        self.base_url = f"{api_origin}/restcomm"
-        return self.base_url
-
-    async def stop(self) -> None:
-        await self.server.stop()
-
-    async def __aenter__(self) -> RestcommSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _root(self, api_origin: str) -> str:
+        return f"{api_origin}/restcomm"

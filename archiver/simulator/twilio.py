@@ -19,7 +19,6 @@ import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Self
 
 from aiohttp import web
 
@@ -27,6 +26,7 @@ from archiver.simulator.app import Reply, RequestRecord, SimServer, basic_creden
 from archiver.simulator.bodies import Body
 from archiver.simulator.faults import Fault, FaultInjector
 from archiver.simulator.forward import Forward
+from archiver.simulator.lifecycle import Served
 from archiver.simulator.media import MediaHost
 from archiver.simulator.store import Account, RecordingStore, SimRecording
 from archiver.simulator.twilio_wire import (
@@ -313,7 +313,7 @@ class TwilioApi:
 # --------------------------------------------------------------------------- the simulator
 
 
-class TwilioSimulator:
+class TwilioSimulator(Served):
     """A Twilio platform on loopback, for tests, the demo and ``archiver simulator``.
 
     Its parts: :attr:`store` (accounts, recordings), :attr:`injector` (faults and knobs),
@@ -469,21 +469,9 @@ class TwilioSimulator:
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on loopback (``port`` 0: a free one); returns :attr:`base_url`."""
-        self.api.origin, self.media.origin = await self.server.start(host, port)
-        self.base_url = f"{self.api.origin}{self.dialect.prefix}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        await self.server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _root(self, api_origin: str) -> str:
+        self.api.origin = api_origin  # the API names its own origin in what it answers
+        return f"{api_origin}{self.dialect.prefix}"
 
 
 class SignalWireSimulator(TwilioSimulator):
