@@ -32,6 +32,7 @@ from archiver.storage import open_storage
 from archiver.storage.base import Storage, StoredObject, single_chunk
 from archiver.storage.s3 import S3Storage
 from archiver.storage.s3_errors import from_client_error
+from archiver.storage.s3_probe import PROBE_KEY
 from tests.support.process import free_port
 from tests.support.s3 import PART, S3Proxy, S3Server, open_uploads, s3_config
 from tests.support.storage import KEY, META, chunks, payload, read_all
@@ -318,7 +319,7 @@ async def test_existing_key_is_never_overwritten_either_way(
         versions = await raw.list_object_versions(Bucket=bucket, Prefix="rec/" + KEY)
         assert len(versions.get("Versions", [])) == 1  # written once, never again
         assert await read_all(s3, KEY) == old
-        probe = await raw.list_objects_v2(Bucket=bucket, Prefix="rec/.archiver/")
+        probe = await raw.list_objects_v2(Bucket=bucket, Prefix="rec/" + PROBE_KEY)
         assert probe.get("KeyCount", 0) == (1 if conditional else 0)
 
 
