@@ -168,6 +168,12 @@ class ArchiveConfig:
     spool_dir: str = ""
     # s3: new objects go up with If-None-Match: * when the store honours it (the first put probes)
     conditional_put: bool = True
+    # s3: "auto" skips the HeadObject after a PutObject the store checked against our SHA-256
+    # (probed: the store refuses a wrong checksum); "always" sends it after every put
+    verify_after_put: str = "auto"
+    # s3: connections kept open to the store; 0 = 2 x source.concurrency (at least 10), filled in
+    # by load_config
+    max_pool_connections: int = 0
     # local: modes of what the archive creates, whatever the umask (octal strings)
     file_mode: str = "0600"
     dir_mode: str = "0700"
@@ -422,7 +428,20 @@ def load_config(
         built[section] = cls(**values)
     cfg = Config(**built)
     validate(cfg)
-    return cfg
+    return _derived(cfg)
+
+
+DEFAULT_MIN_POOL_CONNECTIONS = 10  # botocore's own default
+
+
+def _derived(cfg: Config) -> Config:
+    """Fill in the values whose default depends on another section."""
+    if cfg.archive.max_pool_connections:
+        return cfg
+    # at most 2 x concurrency transfers are in flight, one request each at a time
+    pool = max(DEFAULT_MIN_POOL_CONNECTIONS, 2 * cfg.source.concurrency)
+    archive = dataclasses.replace(cfg.archive, max_pool_connections=pool)
+    return dataclasses.replace(cfg, archive=archive)
 
 
 def _template_fields(template: str) -> set[str]:
@@ -523,6 +542,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError("archive.object_lock_mode", "must be '', 'GOVERNANCE' or 'COMPLIANCE'")
     if a.object_lock_mode and a.retention_days <= 0:
         raise ConfigError("archive.retention_days", "must be more than 0 with object_lock_mode set")
+    if a.verify_after_put not in {"auto", "always"}:
+        raise ConfigError(
+            "archive.verify_after_put",
+            f"must be 'auto' (no HeadObject where the store checks our checksum) or 'always', "
+            f"got {a.verify_after_put!r}",
+        )
+    if not 0 <= a.max_pool_connections <= 1024:
+        raise ConfigError(
+            "archive.max_pool_connections",
+            f"must be between 1 and 1024, or 0 for 2 x source.concurrency; got "
+            f"{a.max_pool_connections}",
+        )
     if a.part_size < 5 * 2**20:
         raise ConfigError("archive.part_size", "must be at least 5MiB (the S3 minimum)")
     if a.multipart_threshold < a.part_size:

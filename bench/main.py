@@ -10,7 +10,9 @@ Contenders: ``archiver --config X sync`` (the real CLI); the transfer limit (``b
 aiohttp straight to files, no hashing, no ledger, no fsync); the durable transfer limit (the same
 with file, sidecar and folder fsynced in a worker thread: what the disk charges any archiver
 that promises nothing is lost); ``curl`` in parallel through
-``xargs -P``; the naive script (``bench.naive``: a sequential loop); ``rclone copy`` for S3.
+``xargs -P``; the naive script (``bench.naive``: a sequential loop); for S3, ``rclone copy`` and
+archiver as it was before the checksum probe (``verify_after_put = "always"``, a pool of 10), so
+before and after are measured in one run. Every row gives the contender's CPU per recording.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ KB = 1024
 ACCOUNT = "ACae6e420f425248d6a26948c17a9e2acf"
 TOKEN = "bench-token"
 START_TIMEOUT = 30.0  # seconds the simulator may take to print its address
+# archiver as before the checksum probe and the sized pool, for the comparison in one run
+BEFORE = "archiver sync, HEAD after put, pool 10"
 
 
 # --------------------------------------------------------------------------- measuring
@@ -87,6 +91,11 @@ class Run:
     @property
     def mbps(self) -> float:
         return self.nbytes / MB / self.wall if self.wall else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        """The contender's own CPU (user + sys) per recording, in milliseconds."""
+        return 1000 * self.cpu / self.files if self.files else 0.0
 
 
 @dataclass
@@ -231,7 +240,7 @@ class Store:
             pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for page in pages:
                 for obj in page.get("Contents", []):
-                    # sidecars, and archiver's conditional-write probe under <prefix>.archiver/
+                    # sidecars, and archiver's probes under <prefix>.archiver/
                     if not obj["Key"].endswith(".json") and "/.archiver/" not in "/" + obj["Key"]:
                         n += 1
                         size += obj["Size"]
@@ -431,6 +440,8 @@ class Bench:
                     # so deleting one contender's files would slow the next one's creates.
 
     def run_s3(self, scenario: str, n: int, size: int, store: Store) -> None:
+        """archiver as it is, archiver as it was (a HeadObject after every put, botocore's pool
+        of 10: three requests per recording), and rclone copy, into the same server."""
         print(f"{scenario}: {n} x {size / KB:.0f} KiB into {store.name}", flush=True)
         env = store.env()
         rclone = shutil.which("rclone")
@@ -450,19 +461,16 @@ class Bench:
                 env=clean_env(),
             )
             for r in range(self.rounds):
-                names = ["archiver sync", "rclone copy"]
+                names = ["archiver sync", BEFORE, "rclone copy"]
                 for name in names if r % 2 == 0 else names[::-1]:
                     bucket = "bench"
                     store.reset(bucket)
-                    if name == "archiver sync":
+                    if name in ("archiver sync", BEFORE):
                         out = self.work / f"s3-{len(self.runs)}-{r}"
-                        cfg = archiver_config(
-                            self.work,
-                            sim,
-                            self.c,
-                            store.archive(bucket, self.work, prefix="archiver/"),
-                            out.name,
-                        )
+                        archive = store.archive(bucket, self.work, prefix="archiver/")
+                        if name == BEFORE:
+                            archive |= {"verify_after_put": "always", "max_pool_connections": 10}
+                        cfg = archiver_config(self.work, sim, self.c, archive, out.name)
                         argv = [ARCHIVER, "--config", str(cfg), "sync"]
                         prefix = "archiver/"
                     elif rclone is not None:
@@ -738,8 +746,8 @@ def table(b: Bench) -> str:
             best[key] = run
     lines = [
         "| scenario | contender | recordings/s | MB/s | CPU s | peak RSS MB | server CPU s "
-        "| archiver ÷ this | MB/s of each round |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| archiver ÷ this | MB/s of each round | CPU ms per recording |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (scenario, contender), run in best.items():
         mine = best.get((scenario, "archiver sync"))
@@ -747,10 +755,11 @@ def table(b: Bench) -> str:
         each = ", ".join(f"{r:.1f}" for r in rounds[(scenario, contender)])
         lines.append(
             f"| {scenario} | {contender} | {run.rate:.1f} | {run.mbps:.1f} | {run.cpu:.2f} | "
-            f"{run.rss_kb / 1024:.0f} | {run.server_cpu:.2f} | {ratio} | {each} |"
+            f"{run.rss_kb / 1024:.0f} | {run.server_cpu:.2f} | {ratio} | {each} | "
+            f"{run.cpu_ms:.2f} |"
         )
     for scenario, what, value in b.extra:
-        lines.append(f"| {scenario} | {what} | {value} | | | | | | |")
+        lines.append(f"| {scenario} | {what} | {value} | | | | | | | |")
     return "\n".join(lines)
 
 

@@ -160,3 +160,44 @@ async def test_bad_media_never_reaches_s3(tmp_path: Path, moto_s3: S3Server) -> 
     assert all(any(r.sid in k for k in keys) for r in good)
     assert not uploads.get("Uploads")
     assert not list(spool.iterdir())
+
+
+async def test_two_requests_per_recording_where_the_store_checks_our_checksum(
+    tmp_path: Path, seaweedfs_s3: S3Server
+) -> None:
+    """SeaweedFS refuses a body that does not match its ChecksumSHA256: the PUT that it took
+    is the verification, so a recording costs its PUT and its sidecar's PUT, no HEAD. With
+    verify_after_put = "always" the HEAD comes back; `verify` always looks."""
+    for mode, per_recording in (("auto", ["PUT", "PUT"]), ("always", ["PUT", "HEAD", "PUT"])):
+        bucket = await seaweedfs_s3.create_bucket()
+        folder = tmp_path / mode
+        folder.mkdir()
+        async with (
+            RestcommSimulator(auth_token=TOKEN) as sim,
+            S3Proxy(seaweedfs_s3, keep_host=True) as proxy,  # SeaweedFS checks the signed Host
+        ):
+            recs = sim.generate(5, start=NOW - timedelta(hours=1), size=20_000)
+            cfg = s3_cli_config(
+                folder,
+                sim,
+                seaweedfs_s3,
+                bucket,
+                endpoint_url=proxy.endpoint_url,
+                verify_after_put=mode,
+            )
+            env = creds(seaweedfs_s3)
+            code, out, err = await run_cli("--config", str(cfg), "sync", env=env)
+            assert code == 0 and "verified 5, failed 0" in out, err
+            for rec in recs:
+                mine = [s for s in proxy.seen if f"/{rec.sid}.{rec.ext}" in s.path]
+                assert sorted(s.method for s in mine) == sorted(per_recording), mode
+                assert all(s.status == 200 for s in mine)
+            probes = [s for s in proxy.seen if "/.archiver/" in s.path]
+            # auto: If-None-Match probed (created, refused) and checksums (refused: BadDigest)
+            assert [s.status for s in probes] == ([200, 412, 400] if mode == "auto" else [200, 412])
+            proxy.seen.clear()
+            code, out, err = await run_cli("--config", str(cfg), "verify", env=env)
+            assert code == 0 and "0 discrepancies" in out, err
+            for rec in recs:
+                audio = [s.method for s in proxy.seen if s.path.endswith(f"/{rec.sid}.{rec.ext}")]
+                assert "HEAD" in audio  # verify never trusts the put

@@ -19,19 +19,21 @@ from typing import Any, TypeVar
 import pytest
 from botocore.exceptions import ClientError
 
-from archiver.config import ArchiveConfig
+from archiver.config import ArchiveConfig, load_config
 from archiver.errors import (
     ArchiveConflict,
+    ConfigError,
     ObjectNotFound,
     StorageDenied,
     StorageError,
     StorageUnavailable,
     VerificationFailed,
 )
-from archiver.storage import open_storage
+from archiver.storage import open_storage, s3_settings
 from archiver.storage.base import Storage, StoredObject, single_chunk
 from archiver.storage.s3 import S3Storage
 from archiver.storage.s3_errors import from_client_error
+from archiver.storage.s3_probe import CHECKSUM_PROBE_KEY, PROBE_KEY
 from tests.support.process import free_port
 from tests.support.s3 import PART, S3Proxy, S3Server, open_uploads, s3_config
 from tests.support.storage import KEY, META, chunks, payload, read_all
@@ -318,7 +320,7 @@ async def test_existing_key_is_never_overwritten_either_way(
         versions = await raw.list_object_versions(Bucket=bucket, Prefix="rec/" + KEY)
         assert len(versions.get("Versions", [])) == 1  # written once, never again
         assert await read_all(s3, KEY) == old
-        probe = await raw.list_objects_v2(Bucket=bucket, Prefix="rec/.archiver/")
+        probe = await raw.list_objects_v2(Bucket=bucket, Prefix="rec/" + PROBE_KEY)
         assert probe.get("KeyCount", 0) == (1 if conditional else 0)
 
 
@@ -401,6 +403,95 @@ async def test_store_ignoring_if_none_match_gets_a_head_before_every_put(
         with pytest.raises(ArchiveConflict):
             await s3.put(KEY, chunks(new), content_type="audio/wav", metadata=META)
         assert await read_all(s3, KEY) == old
+
+
+# -- the checksum probe: a PutObject the store checked is its own verification -----------------
+
+
+async def test_checksum_probe_finds_out_once_per_open_whether_the_store_checks(
+    server: S3Server, aws_env: Env, tmp_path: Path
+) -> None:
+    """SeaweedFS refuses a body that does not match its ChecksumSHA256, moto takes it: the
+    first put of each open probes which (one request), and a single PutObject reports
+    read_back only where the store checked it. An enforcing store never keeps the probe; a
+    lenient one keeps one object, refused as existing on the next open (no new version)."""
+    aws_env(server)
+    enforcing = server.name == "seaweedfs"
+    bucket = await server.create_bucket(versioning=True)
+    async with S3Proxy(server, keep_host=True) as proxy:  # SeaweedFS checks the signed Host
+        cfg = s3_config(server, bucket, tmp_path, endpoint_url=proxy.endpoint_url)
+        for opening in range(2):
+            proxy.seen.clear()
+            async with S3Storage(cfg) as s3:
+                assert s3.checksums is None  # opening writes nothing
+                keys = [f"{KEY}.{opening}.{n}" for n in range(4)]
+                got = await asyncio.gather(
+                    *(
+                        s3.put(k, chunks(payload(1000, seed=n)), content_type="audio/wav")
+                        for n, k in enumerate(keys)
+                    )
+                )
+                assert s3.checksums is enforcing
+                assert [g.read_back for g in got] == [enforcing] * len(keys)
+                probes = [
+                    (s.method, s.if_none_match, s.status)
+                    for s in proxy.seen
+                    if s.path.endswith(CHECKSUM_PROBE_KEY)
+                ]
+                if enforcing:
+                    assert probes == [("PUT", "*", 400)]  # BadDigest
+                else:
+                    assert probes == [("PUT", "*", 200 if opening == 0 else 412)]
+    async with server.client() as raw:
+        versions = await raw.list_object_versions(Bucket=bucket, Prefix="rec/" + CHECKSUM_PROBE_KEY)
+    assert len(versions.get("Versions", [])) == (0 if enforcing else 1)
+
+
+@pytest.mark.parametrize("case", ["multipart", "always", "object-lock", "same-bytes"])
+async def test_where_a_put_is_not_its_own_verification_on_an_enforcing_store(
+    seaweedfs_s3: S3Server, aws_env: Env, tmp_path: Path, case: str
+) -> None:
+    """SeaweedFS checks our checksums, yet the caller keeps its HeadObject for a multipart
+    upload (the probe tried PutObject only), with verify_after_put = "always", with Object
+    Lock (only a HeadObject shows the retention applied), and for a put that found the same
+    bytes there (what it compared was the store's word)."""
+    aws_env(seaweedfs_s3)
+    bucket = await seaweedfs_s3.create_bucket(object_lock=case == "object-lock")
+    extra: dict[str, Any] = {
+        "always": {"verify_after_put": "always"},
+        "object-lock": {"object_lock_mode": "GOVERNANCE", "retention_days": 1},
+    }.get(case, {})
+    size = 2 * PART + 1 if case == "multipart" else 1000
+    async with S3Storage(s3_config(seaweedfs_s3, bucket, tmp_path, **extra)) as s3:
+        got = await s3.put(KEY, chunks(payload(size)), content_type="audio/wav", metadata=META)
+        if case == "same-bytes":
+            assert got.read_back and s3.checksums
+            got = await s3.put(KEY, chunks(payload(size)), content_type="audio/wav")
+        else:
+            assert s3.checksums is (False if case in ("always", "object-lock") else None)
+        assert not got.read_back
+        await s3.verify(KEY, size, got.sha256, deep=True)
+
+
+def test_verify_after_put_and_the_pool_come_from_the_config() -> None:
+    source = {"base_url": "http://127.0.0.1:1/r", "account_sid": "AC1", "auth_token": "t"}
+
+    def load(concurrency: int = 4, **archive: Any) -> ArchiveConfig:
+        sections = {"source": {**source, "concurrency": concurrency}, "archive": archive}
+        return load_config(None, environ={}, overrides=sections).archive
+
+    assert load().verify_after_put == "auto"
+    assert s3_settings(load(bucket="b", verify_after_put="always")).verify_after_put == "always"
+    with pytest.raises(ConfigError, match=r"archive\.verify_after_put"):
+        load(verify_after_put="sometimes")
+    # the pool: 2 x concurrency, at least botocore's 10, or what is set
+    assert [load(c).max_pool_connections for c in (1, 5, 16)] == [10, 10, 32]
+    assert s3_settings(load(16, bucket="b")).max_pool_connections == 32
+    assert load(16, max_pool_connections=7).max_pool_connections == 7
+    with pytest.raises(ConfigError, match=r"archive\.max_pool_connections"):
+        load(max_pool_connections=-1)
+    # an ArchiveConfig built by hand (no load_config) still gets a pool
+    assert s3_settings(ArchiveConfig(backend="s3", bucket="b")).max_pool_connections == 10
 
 
 # -- configuration: SSE, storage class, Object Lock --------------------------------------------

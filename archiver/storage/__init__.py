@@ -52,5 +52,8 @@ def s3_settings(cfg: ArchiveConfig) -> S3Settings:
         part_size=cfg.part_size,
         spool_dir=cfg.spool_dir,
         conditional_put=cfg.conditional_put,
+        verify_after_put=cfg.verify_after_put,
+        # load_config sizes it to the concurrency; an ArchiveConfig built by hand may leave 0
+        max_pool_connections=cfg.max_pool_connections or s3.DEFAULT_POOL_CONNECTIONS,
     )
     return settings

@@ -19,9 +19,14 @@ Contract (checked by ``tests/test_storage_contract.py`` for every backend):
   ``sidecar(stored)`` (``sidecar`` is a function of the stored object giving its sidecar's
   bytes) at ``key + ".json"``, replacing it, in the same durable step as the object, and sets
   ``sidecar_written`` on what ``put`` returns; a conflict writes no sidecar. A backend with
-  ``put_reads_back`` re-reads what ``key`` holds before ``put`` returns (VerificationFailed
-  if it differs) and sets ``read_back``. A backend without them ignores ``sidecar`` and never
-  sets the flags; callers then write the sidecar and verify themselves.
+  ``put_verifies`` may prove, before ``put`` returns, what ``verify`` would (the bytes at
+  ``key`` are the ``size`` bytes with ``sha256``, with the protection the backend requires),
+  and then sets ``read_back`` on what that put returns: by re-reading them (local), or because
+  the store checked them against our SHA-256 as it took them and refuses them otherwise (S3,
+  where probed so, single PutObject only). Bytes that differ must make ``put`` raise, never
+  return ``read_back``. Which puts prove it is per put: where ``read_back`` is not set (and
+  always for a backend without ``put_verifies``) the caller verifies. A backend without
+  ``put_writes_sidecar`` ignores ``sidecar``; the caller writes it.
 * ``digest`` gives the size and SHA-256 of ``body`` once it has been consumed (the download's
   own hash, computed as it streamed in): a backend may use it instead of hashing the bytes
   again, and then proves what it stored against it (the read-back); a wrong digest never ends
@@ -71,7 +76,9 @@ class StoredObject:
     size: int
     sha256: str
     # how the put went, not what is stored: left out of equality
-    read_back: bool = field(default=False, compare=False)  # re-read by the backend: matched
+    # proven by the put as verify() would: re-read (local), or checked by the store against
+    # our SHA-256 as it took the bytes (S3 where it refuses a wrong checksum); see the contract
+    read_back: bool = field(default=False, compare=False)
     sidecar_written: bool = field(default=False, compare=False)  # stored at key + ".json" too
 
 
@@ -93,7 +100,7 @@ class Storage(Protocol):
 
     name: str  # equals the config's archive.backend
     put_writes_sidecar: bool  # put(sidecar=...) stores the sidecar in the same durable step
-    put_reads_back: bool  # put re-reads and compares what it stored before it returns
+    put_verifies: bool  # put may prove its copy itself (sets read_back on that put's result)
 
     async def __aenter__(self) -> Storage: ...
 

@@ -176,7 +176,7 @@ class LocalStorage:
     name = "local"
     # the rename, the sidecar and one folder fsync for both, then the re-read: one thread hop
     put_writes_sidecar = True
-    put_reads_back = True
+    put_verifies = True  # every put re-reads what it stored
 
     def __init__(
         self,

@@ -5,24 +5,34 @@ be known before the first byte is sent (it goes into the object's metadata, and 
 whether the key already holds these bytes). Memory stays bounded:
 
 * bodies up to ``multipart_threshold`` are buffered in memory and sent in one PutObject with
-  ``ChecksumSHA256``, so the store refuses a body corrupted on the way;
+  ``ChecksumSHA256``, so the store refuses a body corrupted on the way; where the store is
+  known to refuse a wrong checksum (probed once, :mod:`~archiver.storage.s3_probe`), such a
+  PutObject is its own verification and the put says so (``read_back``): no HeadObject has to
+  follow it;
 * larger bodies (or bodies whose Content-Length, given as ``size_hint``, says they will be
   larger: those go to the file from their first byte) are spooled (:mod:`~archiver.storage.spool`)
   to a temp file in ``spool_dir`` and sent as a multipart upload, one part in memory at a time,
   each part with the ``ChecksumSHA256`` computed while the body streamed in (not re-read from
   disk, so a corrupted spool is caught by the store too). A failed or cancelled upload is
-  aborted.
+  aborted. The caller verifies it with a HeadObject: the probe tried PutObject only, and one
+  request is nothing next to a multipart body.
 
 The parts, each its own module: :mod:`~archiver.storage.spool` (the body on its way),
 :mod:`~archiver.storage.s3_errors` (the one translation boundary),
-:mod:`~archiver.storage.s3_probe` (whether the store honours If-None-Match),
+:mod:`~archiver.storage.s3_probe` (whether the store honours If-None-Match and whether it checks
+our checksums),
 :mod:`~archiver.storage.s3_lock` (Object Lock) and :mod:`~archiver.storage.s3_uploads` (which
 incomplete multipart uploads :meth:`S3Storage.sweep`, on open and at the end of every pass,
 aborts: those no live process of ours owns). Aborting another writer's upload is safe anyway:
 its CompleteMultipartUpload fails and the put is retried, never leaving a partial object.
 
-Retries: botocore's own retries are kept small (standard mode, 3 attempts, per request) and the
-whole operation is retried by :mod:`archiver.retry` on :class:`StorageUnavailable`.
+Retries: botocore's own retries are kept small (standard mode, 3 attempts, per request: one
+failed part is sent again, not the whole upload) and the whole operation is retried by
+:mod:`archiver.retry` on :class:`StorageUnavailable`.
+
+One client per open storage (one per process: the CLI opens one), its connection pool
+(``max_pool_connections``) sized by the factory to the transfers in flight, so no request waits
+for a connection or opens a new one; connections are kept alive between requests.
 """
 
 from __future__ import annotations
@@ -67,7 +77,15 @@ from archiver.storage.base import (
 from archiver.storage.rules import same_or_conflict
 from archiver.storage.s3_errors import boundary, error_code, refused_existing
 from archiver.storage.s3_lock import DATE_META, ObjectLock, canary_retention, lock_of
-from archiver.storage.s3_probe import PROBE_BODY, PROBE_KEY, ConditionalWrites
+from archiver.storage.s3_probe import (
+    CHECKSUM_PROBE_BODY,
+    CHECKSUM_PROBE_KEY,
+    CHECKSUM_PROBE_WRONG,
+    PROBE_BODY,
+    PROBE_KEY,
+    ChecksumEnforcement,
+    ConditionalWrites,
+)
 from archiver.storage.s3_uploads import UploadRegistry
 from archiver.storage.spool import Spool, spool_error, sweep_spool
 
@@ -78,6 +96,7 @@ DEFAULT_STALE_UPLOAD_AGE = timedelta(minutes=1)
 DEFAULT_LIST_PAGE = 1000  # keys per ListObjectsV2 request (the S3 maximum)
 DEFAULT_ABORT_TIMEOUT = 30.0  # seconds __aexit__ waits for aborts still running
 MAX_PARTS = 10_000  # the S3 limit on parts in one multipart upload
+DEFAULT_POOL_CONNECTIONS = 10  # botocore's own default; the factory sizes it to the concurrency
 SHA_META = "sha256"
 
 
@@ -117,6 +136,10 @@ class S3Settings:
     part_size: int = 16 * 2**20
     spool_dir: str = ""  # "" = the system temp folder
     conditional_put: bool = True  # If-None-Match: * where the store honours it (probed)
+    # "auto": no HeadObject after a PutObject the store checked against our SHA-256 (probed);
+    # "always": a HeadObject after every put
+    verify_after_put: str = "auto"
+    max_pool_connections: int = DEFAULT_POOL_CONNECTIONS
     list_page_size: int = DEFAULT_LIST_PAGE
 
 
@@ -124,9 +147,11 @@ class S3Storage:
     """Archive into an S3 bucket (AWS or any S3-compatible store)."""
 
     name = "s3"
-    # a sidecar is a separate object here, and put does not re-read: the caller verifies
+    # a sidecar is a separate object here: the caller writes it
     put_writes_sidecar = False
-    put_reads_back = False
+    # a single PutObject into a store that checks our checksum proves the copy (read_back);
+    # any other put leaves the HeadObject to the caller
+    put_verifies = True
 
     def __init__(
         self,
@@ -152,6 +177,10 @@ class S3Storage:
         # thread), so peak memory varied by a part or more from run to run.
         self._io: ThreadPoolExecutor | None = None
         self._conditional = ConditionalWrites(settings.conditional_put)
+        # Object Lock: only a HeadObject shows the retention the store applied
+        self._checksums = ChecksumEnforcement(
+            settings.verify_after_put == "auto" and not settings.object_lock_mode
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -164,6 +193,8 @@ class S3Storage:
             # Few botocore retries on purpose: archiver.retry retries whole operations on
             # StorageUnavailable, and stacking both would multiply attempts.
             retries={"mode": "standard", "max_attempts": 3},
+            # every transfer in flight has a connection: none waits for one or opens a new one
+            max_pool_connections=self.settings.max_pool_connections,
         )
         try:
             with boundary(f"opening {self.describe()}"):
@@ -235,7 +266,13 @@ class S3Storage:
             else "overwrites refused by a HeadObject before each put "
             "(conditional writes off or not honoured by this store)"
         )
-        return Canary(until, (note,))
+        checked = (
+            "each PutObject checked by the store against our SHA-256: no HeadObject after it"
+            if await self.checksums_enforced()
+            else "each put verified by a HeadObject after it (the store accepts a wrong "
+            "checksum, or verify_after_put = always, or Object Lock is required)"
+        )
+        return Canary(until, (note, checked))
 
     async def delete_canary(self, key: str) -> None:
         await self.delete(key, bypass_governance=True)
@@ -273,6 +310,29 @@ class S3Storage:
                 Body=PROBE_BODY,
                 ContentType="text/plain",
                 ChecksumAlgorithm="SHA256",
+                IfNoneMatch="*",
+            )
+
+    @property
+    def checksums(self) -> bool | None:
+        """Whether a PutObject is its own verification (None: not probed yet)."""
+        return self._checksums.enforced
+
+    async def checksums_enforced(self) -> bool:
+        """Whether the store refuses a PutObject whose ChecksumSHA256 does not match its body
+        (probed once, by the first caller; False without probing where it would not be used)."""
+        return await self._checksums(self._put_checksum_probe)
+
+    async def _put_checksum_probe(self) -> None:
+        wrong = base64.b64encode(hashlib.sha256(CHECKSUM_PROBE_WRONG).digest()).decode()
+        with boundary(f"PutObject {self.describe(CHECKSUM_PROBE_KEY)} (checksum probe)"):
+            await self._client.put_object(
+                Bucket=self.bucket,
+                Key=self.prefix + CHECKSUM_PROBE_KEY,
+                Body=CHECKSUM_PROBE_BODY,
+                ContentType="text/plain",
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=wrong,
                 IfNoneMatch="*",
             )
 
@@ -359,10 +419,14 @@ class S3Storage:
                 args = self._put_args(full, content_type, metadata or {}, sha)
                 try:
                     await self._write(key, full, spool, args, conditional)
-                    return stored
                 except StorageError as exc:
                     if not (conditional and refused_existing(exc)):
                         raise
+                else:
+                    # a single PutObject the store took with our ChecksumSHA256, where it
+                    # refuses a wrong one: the store checked the bytes against our SHA-256
+                    proven = not spool.spooled and await self.checksums_enforced()
+                    return StoredObject(key, stored.size, sha, read_back=proven)
                 existing = await self._head(full)
                 if existing is None:  # there a moment ago: deleted meanwhile, so try again
                     raise StorageUnavailable(

@@ -247,13 +247,15 @@ def delete_bucket(server: S3Server, bucket: str) -> str | None:
             client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
         locked = _object_lock_enabled(client, bucket)
         refused: list[str] = []
-        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
-            versions = [
-                {"Key": v["Key"], "VersionId": v["VersionId"]}
-                for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
-            ]
-            if not versions:
-                continue
+        # listed in full before any is deleted: moto skips keys when a listing resumes after a
+        # page that was deleted meanwhile (more than 1,000 keys: the benchmark's buckets)
+        every = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket)
+            for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+        ]
+        for start in range(0, len(every), 1000):  # DeleteObjects takes up to 1,000
+            versions = every[start : start + 1000]
             if locked:
                 for v in versions:
                     with contextlib.suppress(ClientError):  # a delete marker has no hold
