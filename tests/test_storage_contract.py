@@ -466,6 +466,9 @@ async def test_a_put_that_proves_its_copy_catches_bytes_changed_after_hashing(
             with pytest.raises((VerificationFailed, StorageUnavailable)):
                 await put(storage, payload(size), sidecar=sidecar_of("x"))
             got = None
+            # a copy that failed its proof is not left at the key to pass for one later
+            assert await storage.stat(KEY) is None
+            assert await storage.stat(KEY + ".json") is None
         else:
             try:
                 got = await put(storage, payload(size), sidecar=sidecar_of("x"))

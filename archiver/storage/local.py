@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
-from archiver.errors import ObjectNotFound, StorageDenied, StorageError
+from archiver.errors import ObjectNotFound, StorageDenied, StorageError, VerificationFailed
 from archiver.modes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE, fsync_dir, make_dirs, open_new
 from archiver.storage.base import (
     Canary,
@@ -417,7 +417,16 @@ class LocalStorage:
                 os.replace(side_tmp, final.with_name(final.name + ".json"))
         fsync_dir(final.parent)
         if not read_back:
-            compare(stored.key, self._read_back(final), stored.size, stored.sha256, str(final))
+            try:
+                compare(stored.key, self._read_back(final), stored.size, stored.sha256, str(final))
+            except VerificationFailed:
+                # what was just put in place is not the body: never leave it to pass as a copy
+                # (the next attempt would find it there and call the body a conflict)
+                for written in (final, final.with_name(final.name + ".json")):
+                    if written == final or sidecar is not None:
+                        written.unlink(missing_ok=True)
+                fsync_dir(final.parent)
+                raise
         return replace_fields(stored, read_back=True, sidecar_written=sidecar is not None)
 
     @staticmethod
