@@ -133,6 +133,12 @@ class Deletions(PassPart):
             log.error("recording.lost", sid=row.sid, reason=problem)
         return False
 
+    def record_tampering(self, row: Row, problem: str) -> None:
+        """``row``'s copy is there but altered under the archive's Object Lock: journaled as
+        evidence (``tamper-evidence``), logged as an error; never archived over."""
+        self._audit("tamper-evidence", sid=row.sid, key=row.archive_key, reason=problem)
+        log.error("recording.tampered", sid=row.sid, key=row.archive_key, reason=problem)
+
     async def restore_sidecar(self, row: Row | ArchivedRow, problem: str) -> None:
         """Write ``row``'s sidecar again from the ledger (its first ``archived_at`` kept),
         journaled with what was wrong with it."""

@@ -71,3 +71,35 @@ async def test_a_refused_delete_of_a_locked_object_names_the_lock(
         with pytest.raises(ObjectLocked, match=r"under Object Lock \(COMPLIANCE until ") as err:
             await s3.delete("locked.txt", bypass_governance=True)
     assert "credentials" not in str(err.value)
+
+
+async def test_a_copy_altered_under_object_lock_is_reported_as_tampering(
+    tmp_path: Path, seaweedfs_s3: S3Server
+) -> None:
+    bucket = await seaweedfs_s3.create_bucket(object_lock=True)
+    async with RestcommSimulator(auth_token=TOKEN) as sim:
+        (rec,) = sim.generate(1, start=datetime.now(UTC) - timedelta(hours=1))
+        cfg = s3_cli_config(
+            tmp_path,
+            sim,
+            seaweedfs_s3,
+            bucket,
+            object_lock_mode="GOVERNANCE",
+            retention_days=1,  # from date_created: the recording is an hour old, so locked
+        )
+        env = creds(seaweedfs_s3)
+        code, out, err = await run_cli("--config", str(cfg), "sync", env=env)
+        assert code == 0, out + err
+    day = rec.date_created.astimezone(UTC).strftime("%Y/%m/%d")
+    key = f"calls/{sim.account_sid}/{day}/{rec.sid}.{rec.ext}"
+    async with seaweedfs_s3.client() as s3:
+        # a new version on top of the locked one: the lock keeps the original, not the key
+        await s3.put_object(Bucket=bucket, Key=key, Body=b"RIFF-not-the-recording")
+    code, out, err = await run_cli("--config", str(cfg), "verify", env=env)
+    assert code == 1, out + err
+    assert f"DRIFT {rec.sid}" in out and "TAMPERING: altered under Object Lock GOVERNANCE" in out
+    code, out, err = await run_cli("--config", str(cfg), "verify", "--repair", env=env)
+    assert code == 1, out + err
+    assert f"REPAIR {rec.sid}: NOT archived again: evidence of tampering" in out, out
+    journal = Path(f"{tmp_path / 'l.sqlite3'}.audit.jsonl").read_text()
+    assert '"event":"tamper-evidence"' in journal and rec.sid in journal

@@ -32,12 +32,12 @@ from archiver.config import (
     plain_values,
     secret_file_of,
 )
-from archiver.errors import ArchiverError, ConfigError, ObjectLocked
-from archiver.ledger import Ledger, iso
+from archiver.errors import ArchiverError, ConfigError, ObjectLocked, VerificationFailed
+from archiver.ledger import Ledger, Row, iso
 from archiver.source import open_source
-from archiver.storage import open_storage
+from archiver.storage import Storage, open_storage
 from archiver.storage.base import check_sidecar
-from archiver.sync import lag_seconds
+from archiver.sync import Syncer, lag_seconds
 
 log = structlog.get_logger("archiver.cli")
 
@@ -152,6 +152,23 @@ async def cmd_status(cfg: Config, as_json: bool, failures: int) -> int:
     return EXIT_FAILURES if facts["outstanding_total"] or incomplete else EXIT_OK
 
 
+async def _audio_problem(storage: Storage, row: Row, deep: bool) -> tuple[str, bool] | None:
+    """What is wrong with ``row``'s archived audio (None when it verifies), and whether it is
+    evidence of tampering: a copy that is there but altered under the archive's Object Lock."""
+    copy = row.archived()
+    try:
+        await storage.verify(copy.archive_key, copy.size, copy.sha256, deep=deep)
+    except ArchiverError as exc:
+        if (
+            storage.protection
+            and isinstance(exc, VerificationFailed)
+            and await storage.stat(copy.archive_key) is not None
+        ):
+            return f"TAMPERING: altered under Object Lock {storage.protection}: {exc}", True
+        return str(exc), False
+    return None
+
+
 async def cmd_verify(cfg: Config, deep: bool, repair: bool = False) -> int:
     """Check every archived copy, audio and sidecar; with ``repair``, rewrite damaged sidecars
     from the ledger and mark rows whose audio is missing or altered to be archived again."""
@@ -170,23 +187,18 @@ async def cmd_verify(cfg: Config, deep: bool, repair: bool = False) -> int:
         while rows := await ledger.archived_rows(after, 500):
             for row in rows:
                 checked += 1
-                assert row.archive_key and row.size is not None and row.sha256
-                where = storage.describe(row.archive_key)
-                try:
-                    await storage.verify(row.archive_key, row.size, row.sha256, deep=deep)
-                except ArchiverError as exc:
-                    problems.append(f"{row.sid} {where}: {exc}")
+                found = await _audio_problem(storage, row, deep)
+                if found is not None:
+                    problem, tampered = found
+                    problems.append(
+                        f"{row.sid} {storage.describe(row.archive_key or '')}: {problem}"
+                    )
                     if syncer is not None:
-                        if await syncer.queue_repair(row, str(exc)):
-                            repaired.append(f"{row.sid}: will be archived again on the next pass")
-                        else:
-                            repaired.append(
-                                f"{row.sid}: LOST: deleted from the source, so it cannot be "
-                                "archived again; marked failed for good (status shows it)"
-                            )
+                        repaired.append(await _mend_audio(syncer, row, problem, tampered))
                     continue
+                copy = row.archived()
                 try:
-                    await check_sidecar(storage, row.archive_key, row.sid, row.size, row.sha256)
+                    await check_sidecar(storage, copy.archive_key, row.sid, copy.size, copy.sha256)
                 except ArchiverError as exc:
                     problems.append(f"{row.sid} {exc}")
                     if syncer is not None:
@@ -203,6 +215,22 @@ async def cmd_verify(cfg: Config, deep: bool, repair: bool = False) -> int:
         + (f", {len(repaired)} repaired or queued" if repair else "")
     )
     return EXIT_FAILURES if problems else EXIT_OK
+
+
+async def _mend_audio(syncer: Syncer, row: Row, problem: str, tampered: bool) -> str:
+    if tampered:
+        # never archived over: the store keeps the original version under its lock
+        syncer.deletions.record_tampering(row, problem)
+        return (
+            f"{row.sid}: NOT archived again: evidence of tampering, journaled; the original "
+            "version is kept by the lock (list the key's versions to investigate)"
+        )
+    if await syncer.queue_repair(row, problem):
+        return f"{row.sid}: will be archived again on the next pass"
+    return (
+        f"{row.sid}: LOST: deleted from the source, so it cannot be archived again; marked "
+        "failed for good (status shows it)"
+    )
 
 
 def _config_sources(cfg: Config, environ: dict[str, str]) -> dict[str, str]:

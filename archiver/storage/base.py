@@ -101,6 +101,11 @@ class Storage(Protocol):
     name: str  # equals the config's archive.backend
     put_writes_sidecar: bool  # put(sidecar=...) stores the sidecar in the same durable step
     put_verifies: bool  # put may prove its copy itself (sets read_back on that put's result)
+    # the immutability the backend requires of every copy (Object Lock "COMPLIANCE" or
+    # "GOVERNANCE"), "" when none: a copy found altered under it is evidence of tampering
+
+    @property
+    def protection(self) -> str: ...
 
     async def __aenter__(self) -> Storage: ...
 

@@ -174,6 +174,7 @@ class LocalStorage:
     """Archive into a folder on local disk."""
 
     name = "local"
+    protection = ""  # a file system keeps no copy immutable
     # the rename, the sidecar and one folder fsync for both, then the re-read: one thread hop
     put_writes_sidecar = True
     put_verifies = True  # every put re-reads what it stored

@@ -149,6 +149,12 @@ class S3Storage:
     name = "s3"
     # a sidecar is a separate object here: the caller writes it
     put_writes_sidecar = False
+
+    @property
+    def protection(self) -> str:
+        """The Object Lock mode every copy is stored under ("" when none is required)."""
+        return self.settings.object_lock_mode
+
     # a single PutObject into a store that checks our checksum proves the copy (read_back);
     # any other put leaves the HeadObject to the caller
     put_verifies = True
