@@ -466,7 +466,23 @@ def _loopback(host: str) -> bool:
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError for the first wrong value, naming the key and the fix."""
-    s = cfg.source
+    _validate_base_url(cfg.source)
+    _validate_source(cfg.source)
+    _validate_archive(cfg.archive)
+    _validate_modes(cfg.archive)
+    parse_listen(cfg.server.listen)
+    if cfg.delete.max_per_pass < 0:
+        raise ConfigError("delete.max_per_pass", "must be 0 or more")
+
+    if not cfg.ledger.path:
+        raise ConfigError("ledger.path", "is required, e.g. '/var/lib/archiver/ledger.sqlite3'")
+    if cfg.log.level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("log.level", "must be 'debug', 'info', 'warning' or 'error'")
+    if cfg.log.format not in {"auto", "json", "console"}:
+        raise ConfigError("log.format", "must be 'auto', 'json' or 'console'")
+
+
+def _validate_base_url(s: SourceConfig) -> None:
     parts = urlsplit(s.base_url)
     if not s.base_url:
         raise ConfigError(
@@ -488,6 +504,9 @@ def validate(cfg: Config) -> None:
             "text: use https://, or set source.allow_insecure_http = true for a network you "
             "trust (a sidecar next to the platform)",
         )
+
+
+def _validate_source(s: SourceConfig) -> None:
     if not ACCOUNT_SID.match(s.account_sid):
         raise ConfigError(
             "source.account_sid", "is required: the account SID, e.g. 'AC…' (letters and digits)"
@@ -511,9 +530,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("source.max_requests_per_second", "must be 0 (no cap) or more")
     parse_timezone(s.server_timezone, "source.server_timezone")
 
-    a = cfg.archive
-    if a.backend not in {"local", "s3"}:
-        raise ConfigError("archive.backend", f"must be 'local' or 's3', got {a.backend!r}")
+
+def _validate_key_template(a: ArchiveConfig) -> None:
     try:
         names = _template_fields(a.key_template)
     except ValueError as exc:
@@ -528,6 +546,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("archive.key_template", "must contain {sid} so every key is unique")
     if a.key_template.startswith("/") or ".." in a.key_template.split("/"):
         raise ConfigError("archive.key_template", "must be a relative path without '..'")
+
+
+def _validate_archive(a: ArchiveConfig) -> None:
+    if a.backend not in {"local", "s3"}:
+        raise ConfigError("archive.backend", f"must be 'local' or 's3', got {a.backend!r}")
+    _validate_key_template(a)
     if a.backend == "local" and not a.path:
         raise ConfigError("archive.path", "is required for backend 'local'")
     if a.backend == "s3" and not a.bucket:
@@ -558,6 +582,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("archive.part_size", "must be at least 5MiB (the S3 minimum)")
     if a.multipart_threshold < a.part_size:
         raise ConfigError("archive.multipart_threshold", "must be at least archive.part_size")
+
+
+def _validate_modes(a: ArchiveConfig) -> None:
     for key, text, needs, never in (
         ("archive.file_mode", a.file_mode, 0o600, 0o7113),
         ("archive.dir_mode", a.dir_mode, 0o700, 0o7002),
@@ -573,17 +600,6 @@ def validate(cfg: Config) -> None:
                 f"{'execute or ' if needs == 0o600 else ''}write to others, e.g. "
                 f"'{needs:04o}' (private) or '{needs | (needs >> 3) & 0o050:04o}' (group read)",
             )
-
-    parse_listen(cfg.server.listen)
-    if cfg.delete.max_per_pass < 0:
-        raise ConfigError("delete.max_per_pass", "must be 0 or more")
-
-    if not cfg.ledger.path:
-        raise ConfigError("ledger.path", "is required, e.g. '/var/lib/archiver/ledger.sqlite3'")
-    if cfg.log.level.lower() not in {"debug", "info", "warning", "error"}:
-        raise ConfigError("log.level", "must be 'debug', 'info', 'warning' or 'error'")
-    if cfg.log.format not in {"auto", "json", "console"}:
-        raise ConfigError("log.format", "must be 'auto', 'json' or 'console'")
 
 
 def secret_file_warnings(cfg: Config) -> list[str]:
