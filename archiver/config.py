@@ -580,8 +580,10 @@ def _validate_archive(a: ArchiveConfig) -> None:
         )
     if a.part_size < 5 * 2**20:
         raise ConfigError("archive.part_size", "must be at least 5MiB (the S3 minimum)")
-    if a.multipart_threshold < a.part_size:
-        raise ConfigError("archive.multipart_threshold", "must be at least archive.part_size")
+    if a.multipart_threshold < 0:
+        raise ConfigError("archive.multipart_threshold", "must be 0 or more")
+    # a threshold below part_size is fine, as aws-cli and boto3 allow: a body between the
+    # two goes up as a multipart upload of one part of its own size
 
 
 def _validate_modes(a: ArchiveConfig) -> None:

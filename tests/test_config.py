@@ -120,3 +120,15 @@ def test_cli_bad_config_exits_2_and_touches_nothing(
     assert "bogus" in err
     assert not (tmp_path / "l.sqlite3").exists() and not (tmp_path / "archive").exists()
     assert main(["--config", str(tmp_path / "missing.toml"), "sync"]) == 2
+
+
+def test_s3_sizes_combine_as_aws_cli_lets_them(tmp_path: Path) -> None:
+    """A threshold below the part size is accepted; a part below S3's 5 MiB is not."""
+    s3 = {"backend": "s3", "bucket": "b", "path": None}
+    cfg = load_config(
+        write_config(tmp_path, archive={**s3, "multipart_threshold": "5MiB"}), environ={}
+    )
+    assert (cfg.archive.multipart_threshold, cfg.archive.part_size) == (5 * 2**20, 16 * 2**20)
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, archive={**s3, "part_size": "1MiB"}), environ={})
+    assert info.value.key == "archive.part_size"

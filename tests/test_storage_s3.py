@@ -179,6 +179,21 @@ async def test_corrupted_part_refused_and_upload_aborted(
     assert list(spool.iterdir()) == []
 
 
+async def test_a_threshold_below_part_size_sends_a_body_between_them_as_one_part(
+    seaweedfs_s3: S3Server, aws_env: Env, tmp_path: Path
+) -> None:
+    """As aws-cli and boto3 allow: multipart_threshold 5 MiB with 15 MiB parts."""
+    aws_env(seaweedfs_s3)
+    bucket = await seaweedfs_s3.create_bucket()
+    data = payload(2 * PART)  # above the threshold, below one part
+    cfg = s3_config(seaweedfs_s3, bucket, tmp_path, multipart_threshold=PART, part_size=3 * PART)
+    async with S3Storage(cfg) as s3:
+        got = await s3.put(KEY, chunks(data), content_type="audio/wav", metadata=META)
+        assert await read_all(s3, KEY) == data
+        await s3.verify(KEY, len(data), got.sha256, deep=True)
+    assert (await head(seaweedfs_s3, bucket))["ETag"].endswith('-1"')  # one part of its size
+
+
 async def test_failed_multipart_upload_is_aborted(
     server: S3Server,
     aws_env: Env,
