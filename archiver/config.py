@@ -40,7 +40,8 @@ _SIZE_UNITS = {
     "MiB": 2**20,
     "GiB": 2**30,
 }
-ACCOUNT_SID = re.compile(r"^[A-Za-z0-9]{2,64}$")
+PLATFORMS = ("restcomm", "twilio", "signalwire")
+ACCOUNT_SID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$")  # SignalWire: a UUID
 
 
 def parse_duration(value: str | int | float, key: str = "duration") -> timedelta:
@@ -125,6 +126,7 @@ def parse_timezone(value: str, key: str) -> tzinfo | None:
 
 @dataclass(frozen=True)
 class SourceConfig:
+    platform: str = "restcomm"  # or "twilio", "signalwire" (Twilio's API under another root)
     base_url: str = ""
     account_sid: str = ""
     auth_token: str = field(default="", repr=False)
@@ -483,6 +485,10 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_base_url(s: SourceConfig) -> None:
+    if s.platform not in PLATFORMS:
+        raise ConfigError(
+            "source.platform", f"must be one of {', '.join(PLATFORMS)}, got {s.platform!r}"
+        )
     parts = urlsplit(s.base_url)
     if not s.base_url:
         raise ConfigError(
@@ -493,8 +499,9 @@ def _validate_base_url(s: SourceConfig) -> None:
             "source.base_url",
             f"expected an http(s) URL like 'https://host/restcomm', got {s.base_url!r}",
         )
-    if "2012-04-24" in parts.path:
-        raise ConfigError("source.base_url", "give everything before /2012-04-24, not the API path")
+    version = "2012-04-24" if s.platform == "restcomm" else "2010-04-01"
+    if version in parts.path:
+        raise ConfigError("source.base_url", f"give everything before /{version}, not the API path")
     if parts.username or parts.password:
         raise ConfigError("source.base_url", "must not carry credentials; use source.auth_token")
     if parts.scheme == "http" and not _loopback(parts.hostname or "") and not s.allow_insecure_http:

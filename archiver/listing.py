@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -337,3 +338,48 @@ class Lister:
                 result.invalid += 1
             elif invalid:
                 log.error("recording.invalid", sid=item.sid, reason=item.reason)
+
+
+class CursorLister(Lister):
+    """Lists a source that pages by cursor (Twilio, SignalWire): each page continues after
+    the last recording of the one before, so inserts and deletions while paging shift nothing
+    and no same-second group can straddle unseen. The list ends where the source says no page
+    follows, or at a recording older than ``since`` by more than the zone slack."""
+
+    async def _scan(self, since: datetime) -> None:
+        stop_before = since - self.zone_slack
+        cursor: str | None = None
+        while True:
+            page = await self._cursor_page(cursor)
+            await self._record(page.items)
+            if page.last or page.cursor is None:
+                return
+            if any(isinstance(x, Recording) and x.date_created < stop_before for x in page.items):
+                return  # newest first: the rest is older
+            cursor = page.cursor
+
+    async def _cursor_page(self, cursor: str | None) -> Page:
+        source = self.source
+        assert isinstance(source, CursorSource)
+        start, end, size = self._start, self._end, self.size
+        got = await retrying(
+            "list_page",
+            lambda: source.list_cursor(size, start, end, cursor),
+            page=self.result.pages,
+        )
+        self.result.pages += 1
+        return got
+
+
+@runtime_checkable
+class CursorSource(Protocol):
+    """A source whose list pages by cursor (``paging = "cursor"``)."""
+
+    async def list_cursor(
+        self, page_size: int, start: date | None, end: date | None, cursor: str | None
+    ) -> Page: ...
+
+
+def lister_for(source: Source) -> type[Lister]:
+    """The listing strategy the source's paging needs."""
+    return CursorLister if getattr(source, "paging", "offset") == "cursor" else Lister

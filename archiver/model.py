@@ -47,3 +47,4 @@ class Page:
     num_pages: int
     items: list[Item]
     last: bool
+    cursor: str | None = None  # where the next page is, for a source that pages by cursor

@@ -29,7 +29,7 @@ from archiver.config import Config, parse_timezone
 from archiver.errors import LedgerError
 from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import SQLITE_HEADER, Ledger, Outstanding, Row
-from archiver.listing import Lister, ScanResult, zone_slack
+from archiver.listing import ScanResult, lister_for, zone_slack
 from archiver.source import Source
 from archiver.sync import listing_since
 
@@ -127,7 +127,7 @@ async def preview(
     """List into ``ledger`` (a throwaway copy) as a pass would; report what it would do."""
     now = datetime.fromtimestamp(clock(), UTC)
     since = await listing_since(cfg.source, ledger, now)
-    lister = Lister(
+    lister = lister_for(source)(
         source,
         ledger,
         page_size=cfg.source.page_size,

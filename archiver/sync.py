@@ -29,7 +29,7 @@ from archiver.deletion import Deletions
 from archiver.errors import STOPS_PASS, StorageError
 from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import Ledger, Row
-from archiver.listing import Lister, ScanResult, zone_slack
+from archiver.listing import ScanResult, lister_for, zone_slack
 from archiver.report import PassResult
 from archiver.source import Source
 from archiver.storage import Storage
@@ -105,7 +105,7 @@ class Syncer:
         return await listing_since(self.cfg.source, self.ledger, self.now())
 
     async def scan(self, since: datetime, until: datetime | None = None) -> ScanResult:
-        lister = Lister(
+        lister = lister_for(self.client)(
             self.client,
             self.ledger,
             page_size=self.cfg.source.page_size,

@@ -12,10 +12,12 @@ __all__ = ["Media", "Source", "open_source"]
 
 
 def open_source(cfg: SourceConfig, hooks: Hooks = NO_HOOKS) -> Source:
-    """The client for ``cfg``'s account; enter it with ``async with``."""
+    """The client for ``cfg``'s account on its platform; enter it with ``async with``."""
     from archiver.source.restcomm import RestcommClient
+    from archiver.source.twilio import TwilioClient
 
-    return RestcommClient(
+    kind = RestcommClient if cfg.platform == "restcomm" else TwilioClient  # SignalWire: Twilio's
+    return kind(
         cfg.base_url,
         cfg.account_sid,
         cfg.auth_token,

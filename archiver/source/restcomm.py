@@ -60,7 +60,8 @@ from archiver.model import InvalidItem, Page, Recording
 log = structlog.get_logger("archiver.restcomm")
 
 API_VERSION = "2012-04-24"
-SID_RE = re.compile(r"^[A-Za-z0-9]{2,64}$")
+# letters, digits and dashes (SignalWire SIDs are UUIDs): safe in a URL and in an archive key
+SID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$")
 DEFAULT_CHUNK = 256 * 1024
 DEFAULT_MAX_REDIRECTS = 5
 MAX_RECORDING_BYTES = 16 * 2**30  # a Content-Length above this is absurd for a call recording
@@ -292,6 +293,9 @@ def _check_magic(head: bytes, ext: str, content_type: str) -> None:
 class RestcommClient:
     """An async context manager around one aiohttp session for one account."""
 
+    api_version = API_VERSION
+    paging = "offset"  # numbered pages with a total (see archiver.listing.Lister)
+
     def __init__(
         self,
         base_url: str,
@@ -315,7 +319,7 @@ class RestcommClient:
         self.server_now: datetime | None = None  # from the last answer's Date header
         self._origin = origin_of(self.base_url)
         # URLs built here start with this; their authority is the configured one by construction
-        self._own_prefix = f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}/"
+        self._own_prefix = f"{self.base_url}/{self.api_version}/Accounts/{self.account_sid}/"
         self._timeout = timeout
         self.server_tz = server_tz
         self.configured_tz = server_tz is not None
@@ -361,7 +365,7 @@ class RestcommClient:
 
     @property
     def api_root(self) -> str:
-        return f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}"
+        return f"{self.base_url}/{self.api_version}/Accounts/{self.account_sid}"
 
     async def __aenter__(self) -> RestcommClient:
         self._session = aiohttp.ClientSession(
