@@ -70,7 +70,7 @@ def test_unit_is_type_notify_with_a_watchdog() -> None:
 def test_unit_runs_the_daemon_and_does_not_loop_on_bad_config() -> None:
     s = unit_settings()
     assert shlex.split(one(s, "ExecStart")) == [
-        "/usr/local/bin/archiver",
+        "/opt/archiver/bin/archiver",
         "--config",
         "/etc/archiver/archiver.toml",
         "run",
@@ -303,3 +303,13 @@ def test_k8s_archiver_container_is_locked_down() -> None:
     assert "memory" in c["resources"]["requests"]
     # read-only root: the temp folder (S3 spooling) needs a writable volume
     assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_the_units_install_steps_put_archiver_where_it_starts_it() -> None:
+    """The header's venv is the one ExecStart runs (the system Python is externally managed
+    on current Debian and Ubuntu: pip install outside a venv is refused)."""
+    header = UNIT.read_text().split("[Unit]", 1)[0]
+    venv_line = next(line for line in header.splitlines() if "-m venv" in line)
+    venv = venv_line.split("-m venv", 1)[1].split()[0]
+    assert f"{venv}/bin/pip install" in header
+    assert shlex.split(one(unit_settings(), "ExecStart"))[0] == f"{venv}/bin/archiver"
