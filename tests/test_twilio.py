@@ -9,6 +9,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from archiver.simulator import TwilioSimulator
 from tests.support.cli import run_cli
 from tests.support.config import write_config
@@ -88,3 +90,13 @@ async def test_deletion_after_verification_answers_204(
     code, out, _err = await run_cli("--config", str(cfg), "status", "--json")
     assert json.loads(out)["states"]["deleted"] == 3
     assert len(media_files(tmp_path)) == 3  # verified before its DELETE, and kept
+
+
+@pytest.mark.parametrize("platform", ["twilio", "signalwire"])
+async def test_the_demo_runs_offline_on_every_platform(tmp_path: Path, platform: str) -> None:
+    code, out, err = await run_cli(
+        "demo", "--platform", platform, "--recordings", "30", "--out", str(tmp_path / "d")
+    )
+    assert code == 0, out + err
+    assert f"simulator    {platform} at" in out and "archived 30, verified 30, failed 0" in out
+    assert len([p for p in (tmp_path / "d").rglob("*.wav")]) == 30

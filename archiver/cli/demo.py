@@ -21,24 +21,37 @@ from archiver.lock import WriterLock
 log = structlog.get_logger("archiver.cli")
 
 
-async def cmd_demo(recordings: int, out: str) -> int:
-    from archiver.simulator import RestcommSimulator
+def _simulator(platform: str, recordings: int, now: datetime) -> Any:
+    """The bundled simulator of ``platform``, with ``recordings`` over the last three hours."""
+    from archiver.simulator import RestcommSimulator, SignalWireSimulator, TwilioSimulator
 
+    spacing = timedelta(seconds=max(3 * 10_800 // max(recordings, 1), 1))
+    start = now - timedelta(hours=3)
+    if platform == "restcomm":
+        restcomm = RestcommSimulator()
+        restcomm.generate(
+            recordings,
+            start=start,
+            spacing=spacing,
+            same_second_every=3,  # same-second groups that straddle page boundaries, as in life
+            ext_mp4_every=25,
+        )
+        return restcomm
+    twilio = TwilioSimulator() if platform == "twilio" else SignalWireSimulator()
+    twilio.generate(recordings, start=start, spacing=spacing, same_second_every=3)
+    return twilio
+
+
+async def cmd_demo(recordings: int, out: str, platform: str = "restcomm") -> int:
     out_dir = Path(out).resolve()
     reused = (out_dir / "ledger.sqlite3").exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    sim = RestcommSimulator()
     now = datetime.now(UTC).replace(microsecond=0)
-    sim.generate(
-        recordings,
-        start=now - timedelta(hours=3),
-        spacing=timedelta(seconds=max(3 * 10_800 // max(recordings, 1), 1)),
-        same_second_every=3,  # same-second groups that straddle page boundaries, as in life
-        ext_mp4_every=25,
-    )
+    sim = _simulator(platform, recordings, now)
     async with sim:
         settings: dict[str, dict[str, Any]] = {
             "source": {
+                "platform": platform,
                 "base_url": sim.base_url,
                 "account_sid": sim.account_sid,
                 "auth_token": sim.auth_token,
@@ -52,7 +65,10 @@ async def cmd_demo(recordings: int, out: str) -> int:
         config_file = out_dir / "archiver.toml"
         config_file.write_text(_toml(settings))
         logs.register_secret(cfg.source.auth_token)
-        print(f"simulator    {sim.base_url} ({recordings} recordings, account {sim.account_sid})")
+        print(
+            f"simulator    {platform} at {sim.base_url} ({recordings} recordings, account "
+            f"{sim.account_sid})"
+        )
         if reused:
             print(
                 f"reusing      the ledger and archive of an earlier demo in {out_dir} "

@@ -292,8 +292,15 @@ def _tool_commands(command: Command, sub: argparse._SubParsersAction[Any]) -> No
         "config written there, and print the commands to look at the result.",
         "archiver demo",
         "archiver demo --recordings 2000 --out /tmp/demo",
+        "archiver demo --platform twilio --out /tmp/demo-twilio",
     )
     demo.add_argument("--recordings", type=int, default=DEFAULT_DEMO_RECORDINGS)
+    demo.add_argument(
+        "--platform",
+        choices=("restcomm", "twilio", "signalwire"),
+        default="restcomm",
+        help="which platform's API the simulator speaks (default: restcomm)",
+    )
     demo.add_argument("--out", default="demo-output", help="folder for the archive and ledger")
     sub.add_parser(
         "simulator",
