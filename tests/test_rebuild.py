@@ -28,6 +28,15 @@ async def status(cfg: Path) -> tuple[int, dict[str, object]]:
     return code, json.loads(out)
 
 
+async def archived(tmp_path: Path, sim: RestcommSimulator, n: int) -> Path:
+    """``n`` recordings archived by a sync through the CLI; its config file."""
+    sim.generate(n, start=NOW - timedelta(hours=3))
+    cfg = write_config(tmp_path, sim)
+    code, out, err = await run_cli("--config", str(cfg), "sync")
+    assert code == 0, out + err
+    return cfg
+
+
 async def lose_the_state(tmp_path: Path) -> None:
     for path in tmp_path.glob("l.sqlite3*"):
         path.unlink()
@@ -37,10 +46,7 @@ async def test_a_lost_ledger_is_rebuilt_and_the_next_pass_verifies_without_downl
     tmp_path: Path,
 ) -> None:
     async with RestcommSimulator(auth_token=TOKEN) as sim:
-        sim.generate(25, start=NOW - timedelta(hours=3))
-        cfg = write_config(tmp_path, sim)
-        code, _out, err = await run_cli("--config", str(cfg), "sync")
-        assert code == 0, err
+        cfg = await archived(tmp_path, sim, 25)
         await lose_the_state(tmp_path)  # the ledger and its journal are gone
         code, out, err = await run_cli("--config", str(cfg), "ledger", "rebuild")
         assert code == 0, out + err
@@ -69,10 +75,7 @@ async def test_what_cannot_be_used_is_named_and_archived_again_by_the_next_pass(
     tmp_path: Path,
 ) -> None:
     async with RestcommSimulator(auth_token=TOKEN) as sim:
-        sim.generate(6, start=NOW - timedelta(hours=3))
-        cfg = write_config(tmp_path, sim)
-        code, _out, err = await run_cli("--config", str(cfg), "sync")
-        assert code == 0, err
+        cfg = await archived(tmp_path, sim, 6)
         await lose_the_state(tmp_path)
         side = sidecars(tmp_path / "archive")
         assert len(side) == 6
@@ -97,10 +100,7 @@ async def test_what_cannot_be_used_is_named_and_archived_again_by_the_next_pass(
 
 async def test_rebuild_refuses_a_ledger_that_exists(tmp_path: Path) -> None:
     async with RestcommSimulator(auth_token=TOKEN) as sim:
-        sim.generate(2, start=NOW - timedelta(hours=3))
-        cfg = write_config(tmp_path, sim)
-        code, _out, err = await run_cli("--config", str(cfg), "sync")
-        assert code == 0, err
+        cfg = await archived(tmp_path, sim, 2)
         ledger = tmp_path / "l.sqlite3"
         before = ledger.read_bytes()
         code, out, err = await run_cli("--config", str(cfg), "ledger", "rebuild")

@@ -25,23 +25,35 @@ PROBE_KEY = ".archiver/conditional-put-probe"
 PROBE_BODY = b"archiver: probe for conditional writes (If-None-Match); safe to delete\n"
 
 
-class ConditionalWrites:
-    """The answer, once known (``honoured``: None until probed; False when switched off)."""
+class _ProbedOnce:
+    """A yes/no about the store, found out once by the first put that needs it (``answer``:
+    None until probed; False when switched off). Subclasses say how (``_probe``)."""
 
     def __init__(self, enabled: bool) -> None:
-        self.honoured: bool | None = None if enabled else False
+        self.answer: bool | None = None if enabled else False
         self._probing: asyncio.Lock | None = None
 
     async def __call__(self, put_probe: Callable[[], Awaitable[None]]) -> bool:
-        """Whether new objects go up with If-None-Match; ``put_probe`` writes PROBE_BODY at
-        PROBE_KEY with ``If-None-Match: *`` (raising StorageError when refused)."""
-        if self.honoured is None:
+        if self.answer is None:
             if self._probing is None:
                 self._probing = asyncio.Lock()
             async with self._probing:  # the first puts of a pass arrive together: probe once
-                if self.honoured is None:
-                    self.honoured = await self._probe(put_probe)
-        return self.honoured
+                if self.answer is None:
+                    self.answer = await self._probe(put_probe)
+        return self.answer
+
+    @staticmethod
+    async def _probe(put_probe: Callable[[], Awaitable[None]]) -> bool:
+        raise NotImplementedError
+
+
+class ConditionalWrites(_ProbedOnce):
+    """Whether new objects go up with If-None-Match (``honoured``); ``put_probe`` writes
+    PROBE_BODY at PROBE_KEY with ``If-None-Match: *`` (raising StorageError when refused)."""
+
+    @property
+    def honoured(self) -> bool | None:
+        return self.answer
 
     @staticmethod
     async def _probe(put_probe: Callable[[], Awaitable[None]]) -> bool:
@@ -71,7 +83,7 @@ CHECKSUM_PROBE_WRONG = b"archiver: not the probe's body\n"
 _MISMATCH_CODES = {"BadDigest", "InvalidDigest", "InvalidChecksum", "XAmzContentSHA256Mismatch"}
 
 
-class ChecksumEnforcement:
+class ChecksumEnforcement(_ProbedOnce):
     """Whether the store refuses a PutObject whose ``ChecksumSHA256`` does not match its body:
     found out once, by the first put that needs to know, with one small PutObject that carries
     the SHA-256 of other bytes (``enforced``: None until probed; False when switched off).
@@ -84,21 +96,12 @@ class ChecksumEnforcement:
     included, means not enforced: the slower path (a HeadObject after each put) is the safe one.
     """
 
-    def __init__(self, enabled: bool) -> None:
-        self.enforced: bool | None = None if enabled else False
-        self._probing: asyncio.Lock | None = None
+    # put_probe writes CHECKSUM_PROBE_BODY at CHECKSUM_PROBE_KEY with the checksum of
+    # CHECKSUM_PROBE_WRONG and If-None-Match: * (raising StorageError when refused)
 
-    async def __call__(self, put_probe: Callable[[], Awaitable[None]]) -> bool:
-        """Whether the store checks our checksums; ``put_probe`` writes CHECKSUM_PROBE_BODY at
-        CHECKSUM_PROBE_KEY with the checksum of CHECKSUM_PROBE_WRONG and ``If-None-Match: *``
-        (raising StorageError when refused)."""
-        if self.enforced is None:
-            if self._probing is None:
-                self._probing = asyncio.Lock()
-            async with self._probing:  # the first puts of a pass arrive together: probe once
-                if self.enforced is None:
-                    self.enforced = await self._probe(put_probe)
-        return self.enforced
+    @property
+    def enforced(self) -> bool | None:
+        return self.answer
 
     @staticmethod
     async def _probe(put_probe: Callable[[], Awaitable[None]]) -> bool:
