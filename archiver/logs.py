@@ -1,10 +1,11 @@
 """structlog, configured once by the CLI: JSON off a terminal, readable on one, secrets masked.
 
 While a live display is on the screen (:func:`above_display`, the ``sync`` progress), lines go
-through the display's own printer, which puts them above it instead of through it, and INFO
-lines (``recording.verified``, ``pass.finished``...) are left out unless the level is debug:
-the display counts them, and the summary follows. Warnings and errors print above it. Off a
-terminal there is no display and every line is logged.
+through the display's own printer, which puts them above it instead of through it, and the
+INFO lines the display already shows (per recording, ``recording.verified``...; the pass's
+own, ``pass.finished``...) are left out unless the level is debug: the display counts them,
+and the summary follows. Other INFO lines (a reloaded config, a manifest written), warnings
+and errors print above it. Off a terminal there is no display and every line is logged.
 """
 
 from __future__ import annotations
@@ -50,14 +51,20 @@ class _LineLogger:
     err = error = critical = exception = fatal = failure = msg
 
 
+# INFO events the live display already shows (as counts, or in the summary that follows)
+SHOWN_BY_DISPLAY = frozenset(
+    {"pass.started", "pass.finished", "pass.progress", "scan.progress", "daemon.started"}
+)
+
+
 def _hidden_under_display(
     _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    if (
-        _screen.above is not None
-        and _screen.level != "debug"
-        and event_dict.get("level") in ("debug", "info")
-    ):
+    if _screen.above is None or _screen.level == "debug":
+        return event_dict
+    level = event_dict.get("level")
+    counted = "sid" in event_dict or event_dict.get("event") in SHOWN_BY_DISPLAY
+    if level == "debug" or (level == "info" and counted):
         raise structlog.DropEvent  # the display counts what they say
     return event_dict
 

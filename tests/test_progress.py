@@ -146,3 +146,29 @@ def test_both_hooks_forwards_every_hook() -> None:
     }
     forwarded = {name for name in hooks if name in BothHooks.__dict__}
     assert forwarded == hooks, f"BothHooks does not forward {sorted(hooks - forwarded)}"
+
+
+def test_under_the_display_only_what_it_already_shows_is_left_out() -> None:
+    import io
+    import json
+
+    import structlog
+
+    from archiver import logs
+
+    shown: list[str] = []
+    stream = io.StringIO()
+    logs.configure("info", "json", stream)
+    try:
+        log = structlog.get_logger("test")
+        with logs.above_display(shown.append):
+            log.info("recording.verified", sid="RE1", size=1)  # counted by the display
+            log.info("pass.finished", archived=1)  # the summary follows
+            log.info("config.reloaded", token_changed=True)  # news: above the display
+            log.warning("retry.scheduled", sid="RE2")  # a warning always shows
+        log.info("recording.verified", sid="RE3")  # no display: every line is logged
+    finally:
+        logs.configure("info", "json", io.StringIO())
+    events = [json.loads(line)["event"] for line in shown]
+    assert events == ["config.reloaded", "retry.scheduled"]
+    assert [json.loads(line)["sid"] for line in stream.getvalue().splitlines()] == ["RE3"]
