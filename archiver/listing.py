@@ -382,4 +382,4 @@ class CursorSource(Protocol):
 
 def lister_for(source: Source) -> type[Lister]:
     """The listing strategy the source's paging needs."""
-    return CursorLister if getattr(source, "paging", "offset") == "cursor" else Lister
+    return CursorLister if source.paging == "cursor" else Lister

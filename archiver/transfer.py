@@ -77,7 +77,7 @@ class Transfers(PassPart):
         self._slots = asyncio.Semaphore(cfg.concurrency)
         self.on_progress: Callable[[PassResult, Row | None], None] | None = None
         self.due_total = 0  # recordings this pass set out to transfer (for progress)
-        self.commits = GroupCommit(ledger, journal, clock=clock)  # one per transfer_due
+        self.commits: GroupCommit | None = None  # the writer of the transfer_due running
 
     # ------------------------------------------------------------------ the batch
 
@@ -164,6 +164,8 @@ class Transfers(PassPart):
         if not (copy.read_back and copy.sidecar_written):
             await self._complete(rec, copy, archived_at)
         # counted only once its journal lines and ledger row are durable (group commit)
+        if self.commits is None:
+            raise RuntimeError("archive_one runs inside transfer_due, which owns the writer")
         await self.commits.verified(
             VerifiedCopy(rec.sid, key, copy.size, copy.sha256, archived_at, fresh)
         )

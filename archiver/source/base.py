@@ -45,6 +45,7 @@ class Source(Protocol):
 
     account_sid: str
     server_now: datetime | None
+    paging: str  # "offset" (numbered pages with a total) or "cursor" (next_page_uri)
 
     async def __aenter__(self) -> Source: ...
 
