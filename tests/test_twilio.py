@@ -100,3 +100,44 @@ async def test_the_demo_runs_offline_on_every_platform(tmp_path: Path, platform:
     assert code == 0, out + err
     assert f"simulator    {platform} at" in out and "archived 30, verified 30, failed 0" in out
     assert len([p for p in (tmp_path / "d").rglob("*.wav")]) == 30
+
+
+async def test_concurrency_within_the_accounts_cap_archives_everything(tmp_path: Path) -> None:
+    """Twilio caps concurrent requests per account (429, code 20429). archiver does not yet
+    adapt its concurrency to the cap (README "Platforms"): set source.concurrency within it."""
+    async with TwilioSimulator(seed=5, concurrency_limit=1) as sim:
+        sim.generate(12, start=datetime.now(UTC) - timedelta(hours=1))
+        sim.latency = 0.02  # requests take a while: a second one in flight would be refused
+        cfg = config(tmp_path, sim, concurrency=1)
+        code, out, err = await run_cli("--config", str(cfg), "sync")
+        assert code == 0, out + err
+        assert "archived 12, verified 12, failed 0" in out, out
+
+
+AT = "Tue, 01 Dec 2026 {:02d}:00:00 +0000"
+
+
+def test_a_recording_the_platform_deleted_is_never_work() -> None:
+    from archiver.model import Recording
+    from archiver.source.twilio import TwilioClient
+
+    client = TwilioClient("https://api.twilio.com", "AC" + "1" * 32, "token")
+    listed = {
+        "recordings": [
+            {
+                "sid": "RE" + "a" * 32,
+                "status": "deleted",
+                "date_created": "Tue, 01 Dec 2026 10:00:00 +0000",
+            },
+            {
+                "sid": "RE" + "b" * 32,
+                "status": "completed",
+                "date_created": "Tue, 01 Dec 2026 09:00:00 +0000",
+            },
+        ],
+        "next_page_uri": None,
+        "page": 0,
+    }
+    page = client._parse_cursor_page(json.dumps(listed), 50)
+    assert [x.sid for x in page.items] == ["RE" + "b" * 32]
+    assert isinstance(page.items[0], Recording) and page.last and page.cursor is None
