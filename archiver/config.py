@@ -143,6 +143,12 @@ class SourceConfig:
     max_requests_per_second: float = 0.0
     reconcile_interval: timedelta = timedelta(hours=24)
     reconcile_window: timedelta = timedelta(days=7)
+    # which accounts to archive with these credentials: `accounts` names them (default: the
+    # account_sid alone); `subaccounts` adds every active sub-account of account_sid,
+    # discovered again every `accounts_refresh`
+    accounts: tuple[str, ...] = ()
+    subaccounts: bool = False
+    accounts_refresh: timedelta = timedelta(hours=1)
     # Basic auth over plain http:// to a host that is not this machine sends the token in clear
     allow_insecure_http: bool = False
 
@@ -252,6 +258,7 @@ _DURATION_KEYS = {
     "media_grace",
     "drain_timeout",
     "max_backoff",
+    "accounts_refresh",
 }
 _SIZE_KEYS = {"multipart_threshold", "part_size"}
 
@@ -264,6 +271,8 @@ def _convert(section: str, key: str, default: Any, value: Any, from_env: bool) -
         return parse_size(value, name)
     if isinstance(default, datetime):
         return parse_timestamp(value, name)
+    if isinstance(default, tuple):
+        return _string_list(name, value, from_env)
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -290,6 +299,15 @@ def _convert(section: str, key: str, default: Any, value: Any, from_env: bool) -
             return value
         raise ConfigError(name, f"expected a string (in quotes), got {value!r}")
     raise AssertionError(f"no converter for {name}")  # pragma: no cover - a programming error
+
+
+def _string_list(name: str, value: Any, from_env: bool) -> tuple[str, ...]:
+    """A TOML array of strings; from the environment, a comma-separated list."""
+    if from_env and isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(name, f'expected a list of strings like ["AC…", "AC…"], got {value!r}')
+    return tuple(value)
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> ConfigError:
@@ -335,19 +353,24 @@ def format_duration(value: timedelta) -> str:
     return f"{ms}ms"
 
 
-def plain_values(cfg: Config) -> dict[str, dict[str, str | int | float | bool]]:
+PlainValue = str | int | float | bool | list[str]
+
+
+def plain_values(cfg: Config) -> dict[str, dict[str, PlainValue]]:
     """``cfg`` as plain values, section by section, in the spelling its config file takes
     (durations ``15m``, times ISO-8601); secrets as they are: mask before showing."""
-    out: dict[str, dict[str, str | int | float | bool]] = {}
+    out: dict[str, dict[str, PlainValue]] = {}
     for section in SECTIONS:
         body = getattr(cfg, section)
-        values: dict[str, str | int | float | bool] = {}
+        values: dict[str, PlainValue] = {}
         for f in dataclasses.fields(body):
             value = getattr(body, f.name)
             if isinstance(value, timedelta):
                 value = format_duration(value)
             elif isinstance(value, datetime):
                 value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
             values[f.name] = value
         out[section] = values
     return out
@@ -536,6 +559,26 @@ def _validate_source(s: SourceConfig) -> None:
     if s.max_requests_per_second < 0:
         raise ConfigError("source.max_requests_per_second", "must be 0 (no cap) or more")
     parse_timezone(s.server_timezone, "source.server_timezone")
+    _validate_accounts(s)
+
+
+MAX_ACCOUNTS = 10_000
+
+
+def _validate_accounts(s: SourceConfig) -> None:
+    seen: set[str] = set()
+    for i, sid in enumerate(s.accounts):
+        if not ACCOUNT_SID.match(sid):
+            raise ConfigError(
+                f"source.accounts[{i}]", f"is not an account SID (letters, digits, '-'): {sid!r}"
+            )
+        if sid in seen:
+            raise ConfigError(f"source.accounts[{i}]", f"names {sid} twice")
+        seen.add(sid)
+    if len(s.accounts) > MAX_ACCOUNTS:
+        raise ConfigError("source.accounts", f"names more than {MAX_ACCOUNTS} accounts")
+    if s.accounts_refresh < timedelta(minutes=1):
+        raise ConfigError("source.accounts_refresh", "must be at least 1m")
 
 
 def _validate_key_template(a: ArchiveConfig) -> None:

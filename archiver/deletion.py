@@ -14,16 +14,16 @@ from functools import partial
 
 import structlog
 
+from archiver.accounts import Accounts
 from archiver.audit import Journal
 from archiver.config import DeleteConfig
 from archiver.copies import put_sidecar, sidecar
-from archiver.errors import STOPS_PASS, ArchiverError
+from archiver.errors import STOPS_PASS, AccountUnavailable, ArchiverError
 from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import ArchivedRow, Ledger, Row
 from archiver.part import PassPart
 from archiver.report import PassResult
 from archiver.retry import retrying
-from archiver.source import Source
 from archiver.storage import Storage
 from archiver.storage.base import check_sidecar
 
@@ -36,7 +36,7 @@ class Deletions(PassPart):
     def __init__(
         self,
         cfg: DeleteConfig,
-        source: Source,
+        accounts: Accounts,
         storage: Storage,
         ledger: Ledger,
         *,
@@ -44,7 +44,7 @@ class Deletions(PassPart):
         journal: Journal | None,
         hooks: Hooks = NO_HOOKS,
     ) -> None:
-        super().__init__(source, storage, ledger, clock=clock, journal=journal, hooks=hooks)
+        super().__init__(accounts, storage, ledger, clock=clock, journal=journal, hooks=hooks)
         self.cfg = cfg
 
     async def delete_verified(self, result: PassResult, stopping: asyncio.Event) -> None:
@@ -58,9 +58,14 @@ class Deletions(PassPart):
         for row in await self.ledger.deletable(cutoff, self.cfg.max_per_pass):
             if stopping.is_set():
                 break
+            if result.unavailable(row.account_sid):
+                continue  # its account cannot be reached this pass
             copy = row.archived()
             if await self._copy_whole(copy, result):
-                await self._delete(copy, result)
+                try:
+                    await self._delete(copy, result)
+                except AccountUnavailable as exc:
+                    self.account_down(exc, result)
 
     async def _copy_whole(self, row: ArchivedRow, result: PassResult) -> bool:
         """Verify ``row``'s audio and sidecar again; False (journaled, counted, and the copy
@@ -107,7 +112,8 @@ class Deletions(PassPart):
             result.would_delete += 1
             self.hooks.deletion("dry_run")
             return
-        existed = await retrying("delete", partial(self.source.delete, row.sid), sid=row.sid)
+        source = self.source_for(row.recording.account_sid)
+        existed = await retrying("delete", partial(source.delete, row.sid), sid=row.sid)
         self._audit("deleted", sid=row.sid, key=row.archive_key, already_gone=not existed)
         await self.ledger.mark_deleted(row.sid, self.clock())
         result.deleted += 1

@@ -67,6 +67,15 @@ class SourceAuthError(SourceError):
     """The API rejected the credentials (401) or the account (403)."""
 
 
+class AccountUnavailable(SourceAuthError):
+    """The credentials are good but this account cannot be reached now: it is not active
+    (closed, suspended) or not theirs. Every other account goes on."""
+
+    def __init__(self, message: str, *, account_sid: str) -> None:
+        super().__init__(message)
+        self.account_sid = account_sid
+
+
 class SourceProtocolError(SourceError):
     """The API answered something we cannot use: not JSON, missing fields, a foreign host."""
 

@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 import stat
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,16 +31,17 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from archiver.errors import LedgerError
-from archiver.model import InvalidItem, Recording
+from archiver.model import Account, InvalidItem, Recording
 from archiver.modes import DEFAULT_FILE_MODE, make_dirs, open_new, pid_alive
 
 STATES = ("discovered", "archived", "verified", "failed", "deleted")
 LOST_PREFIX = "lost: "  # last_error of a deleted recording whose archived copy is gone
 REPAIR_PREFIX = "repair: "  # last_error of a row whose archived copy must be made again
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SQLITE_HEADER = b"SQLite format 3\x00"
 # meta keys, each read and written only through its accessor below
-META_WATERMARK = "watermark"
+META_WATERMARK = "watermark"  # schema 3's one watermark: moved to its account's row (4)
+META_ACCOUNTS_REFRESHED_AT = "accounts_refreshed_at"
 META_AUDIT_HEAD = "audit_head"
 META_MANIFEST_OFFSET = "audit_manifest_offset"
 META_LAST_PASS = "last_pass"
@@ -88,6 +89,32 @@ _MIGRATIONS: dict[int, str] = {
     3: """
     DROP INDEX recordings_deletable;
     CREATE INDEX recordings_deletable ON recordings (state, verified_at, size);
+    """,
+    # one row per account archived: its own watermark and how its last listing went. A
+    # ledger of one account (every one written before) gives that account the watermark;
+    # invalid items, listed without an account before, are its too.
+    4: """
+    CREATE TABLE accounts (
+        sid             TEXT PRIMARY KEY,
+        watermark       TEXT,             -- ISO-8601 UTC, NULL: list from start_time
+        status          TEXT,             -- the platform's word when last listed
+        friendly_name   TEXT,
+        origin          TEXT NOT NULL DEFAULT 'configured',  -- or 'discovered'
+        first_seen      REAL,
+        last_seen       REAL,             -- last named by the config or the accounts list
+        listed_at       REAL,             -- its last listing's end
+        scan_complete   INTEGER,          -- 1: that listing was complete
+        problem         TEXT,             -- why it could not be listed or fetched, if so
+        problem_at      REAL
+    );
+    INSERT INTO accounts (sid, watermark)
+        SELECT (SELECT account_sid FROM recordings WHERE account_sid IS NOT NULL LIMIT 1),
+               (SELECT value FROM meta WHERE key = 'watermark')
+        WHERE (SELECT COUNT(DISTINCT account_sid) FROM recordings) = 1;
+    UPDATE recordings SET account_sid = (SELECT sid FROM accounts LIMIT 1)
+        WHERE account_sid IS NULL AND (SELECT COUNT(*) FROM accounts) = 1;
+    DELETE FROM meta WHERE key = 'watermark' AND (SELECT COUNT(*) FROM accounts) = 1;
+    CREATE INDEX recordings_account ON recordings (account_sid, state);
     """,
 }
 
@@ -199,6 +226,37 @@ class Outstanding:
             "failed_waiting": self.waiting,
             "next_try_at": iso(self.next_try_at),
             "failed_permanent": self.permanent,
+        }
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """One account as the ledger knows it: its row and its recordings by state."""
+
+    sid: str  # "" for recordings listed without an account (none since schema 4)
+    status: str | None = None
+    friendly_name: str = ""
+    origin: str | None = None
+    watermark: datetime | None = None
+    listed_at: float | None = None
+    scan_complete: bool | None = None
+    problem: str | None = None
+    problem_at: float | None = None
+    last_seen: float | None = None
+    states: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "sid": self.sid,
+            "status": self.status,
+            "friendly_name": self.friendly_name,
+            "origin": self.origin,
+            "watermark": self.watermark.isoformat() if self.watermark else None,
+            "listed_at": iso(self.listed_at),
+            "scan_complete": self.scan_complete,
+            "problem": self.problem,
+            "problem_at": iso(self.problem_at),
+            "states": self.states,
         }
 
 
@@ -424,9 +482,45 @@ class Ledger:
 
     # Every meta key has its accessor here; nothing outside the ledger names a key.
 
-    async def watermark(self) -> datetime | None:
-        value = await self.get_meta(META_WATERMARK)
+    async def oldest_watermark(self) -> datetime | None:
+        """The watermark of the account furthest behind (the one a lag alert is about)."""
+        async with self.db.execute(
+            "SELECT MIN(watermark) FROM accounts WHERE watermark IS NOT NULL"
+        ) as cur:
+            row = await cur.fetchone()
+        return datetime.fromisoformat(row[0]) if row is not None and row[0] else None
+
+    async def watermark(self, account: str) -> datetime | None:
+        """The newest ``date_created`` listed completely for ``account`` (None: never)."""
+        async with self.db.execute("SELECT watermark FROM accounts WHERE sid=?", (account,)) as cur:
+            row = await cur.fetchone()
+        value = row[0] if row is not None else None
         return datetime.fromisoformat(value) if value else None
+
+    async def adopt_watermark(self, account: str) -> bool:
+        """Give ``account`` the one watermark a schema-3 ledger kept for its account, when the
+        migration could not tell whose it was (no valid recording listed yet). True if so."""
+        legacy = await self.get_meta(META_WATERMARK)
+        if legacy is None or await self.watermark(account) is not None:
+            return False
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._ensure_account(account)
+            await self.db.execute("UPDATE accounts SET watermark=? WHERE sid=?", (legacy, account))
+            await self.db.execute("DELETE FROM meta WHERE key=?", (META_WATERMARK,))
+            await self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                await self.db.execute("ROLLBACK")
+            raise
+        return True
+
+    async def _ensure_account(self, account: str, now: float | None = None) -> None:
+        await self.db.execute(
+            "INSERT INTO accounts (sid, first_seen, last_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT(sid) DO NOTHING",
+            (account, now, now),
+        )
 
     async def audit_checkpoint(self) -> str | None:
         """The journal head the ledger last saw durable (``audit.Head`` encoded)."""
@@ -463,24 +557,152 @@ class Ledger:
     async def set_last_reconcile_at(self, when: float) -> None:
         await self.set_meta(META_LAST_RECONCILE_AT, str(when))
 
-    async def advance_watermark(self, to: datetime) -> datetime:
-        """Move the watermark to ``to`` if that is forward; return the watermark now."""
-        current = await self.watermark()
+    async def advance_watermark(self, account: str, to: datetime) -> datetime:
+        """Move ``account``'s watermark to ``to`` if that is forward; return it as it is now."""
+        current = await self.watermark(account)
         if current is None or to > current:
-            await self.set_meta(META_WATERMARK, to.astimezone(UTC).isoformat())
+            await self._set_watermark(account, to)
             return to
         return current
 
-    async def pull_back_watermark(self, to: datetime) -> datetime:
-        """Move the watermark back to ``to`` (a clock that stepped back left it in the
-        future). The only way it moves backwards; listing again from earlier is harmless."""
-        await self.set_meta(META_WATERMARK, to.astimezone(UTC).isoformat())
+    async def pull_back_watermark(self, account: str, to: datetime) -> datetime:
+        """Move ``account``'s watermark back to ``to`` (a clock that stepped back left it in
+        the future). The only way it moves backwards; listing again from earlier is harmless."""
+        await self._set_watermark(account, to)
         return to
+
+    async def _set_watermark(self, account: str, to: datetime) -> None:
+        await self.db.execute(
+            "INSERT INTO accounts (sid, watermark) VALUES (?, ?) "
+            "ON CONFLICT(sid) DO UPDATE SET watermark=excluded.watermark",
+            (account, to.astimezone(UTC).isoformat()),
+        )
+
+    # ------------------------------------------------------------ accounts
+
+    async def accounts_refreshed_at(self) -> float:
+        """When the accounts list was last read (0: never)."""
+        return float(await self.get_meta(META_ACCOUNTS_REFRESHED_AT) or 0)
+
+    async def note_accounts(
+        self, accounts: Sequence[Account], origin: str, now: float, *, refreshed: bool
+    ) -> None:
+        """Record the accounts a pass archives (from the config or the accounts list) with
+        their status; with ``refreshed``, the accounts list was read at ``now``."""
+        values: list[tuple[object, ...]]
+        if origin == "configured":  # named by the config: its status is the platform's to say
+            upsert = (
+                "INSERT INTO accounts (sid, origin, first_seen, last_seen) VALUES (?,?,?,?) "
+                "ON CONFLICT(sid) DO UPDATE SET last_seen=excluded.last_seen, "
+                "first_seen=COALESCE(accounts.first_seen, excluded.first_seen)"
+            )
+            values = [(a.sid, origin, now, now) for a in accounts]
+        else:
+            upsert = (
+                "INSERT INTO accounts (sid, status, friendly_name, origin, first_seen, "
+                "last_seen) VALUES (?,?,?,?,?,?) ON CONFLICT(sid) DO UPDATE SET "
+                "status=excluded.status, friendly_name=excluded.friendly_name, "
+                "origin=excluded.origin, last_seen=excluded.last_seen, "
+                "first_seen=COALESCE(accounts.first_seen, excluded.first_seen)"
+            )
+            values = [(a.sid, a.status, a.friendly_name, origin, now, now) for a in accounts]
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            await self.db.executemany(upsert, values)
+            if refreshed:
+                await self.set_meta(META_ACCOUNTS_REFRESHED_AT, str(now))
+            await self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                await self.db.execute("ROLLBACK")
+            raise
+
+    async def known_accounts(self, origin: str | None = None) -> list[Account]:
+        """Every account the ledger has a row for (of ``origin`` only), as last listed."""
+        async with self.db.execute(
+            "SELECT sid, status, friendly_name FROM accounts "
+            "WHERE ? IS NULL OR origin = ? ORDER BY sid",
+            (origin, origin),
+        ) as cur:
+            return [Account(r[0], r[1] or "unknown", r[2] or "") for r in await cur.fetchall()]
+
+    async def record_accounts_pass(
+        self, outcomes: dict[str, tuple[bool, str | None]], now: float
+    ) -> None:
+        """How each account's part of a pass went, in one transaction: (its listing complete,
+        the problem that kept it from being listed or fetched, if any)."""
+        if not outcomes:
+            return
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            await self.db.executemany(
+                "INSERT INTO accounts (sid, first_seen, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT(sid) DO NOTHING",
+                [(sid, now, now) for sid in outcomes],
+            )
+            await self.db.executemany(
+                "UPDATE accounts SET listed_at=?, scan_complete=?, problem=?, "
+                "problem_at=CASE WHEN ? IS NULL THEN problem_at ELSE ? END WHERE sid=?",
+                [
+                    (now, int(complete), problem, problem, now, sid)
+                    for sid, (complete, problem) in outcomes.items()
+                ],
+            )
+            await self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                await self.db.execute("ROLLBACK")
+            raise
+
+    async def account_states(self, totals: dict[str, int] | None = None) -> list[AccountState]:
+        """Every account's row and its recordings by state (for ``status`` and metrics).
+
+        With ``totals`` (:meth:`counts`, already read) and at most one account known, those
+        are its counts: the per-account count of a million rows is spared where it says
+        nothing more."""
+        async with self.db.execute("SELECT COUNT(*) FROM accounts") as cur:
+            known = await cur.fetchone()
+        counts: dict[str, dict[str, int]] = {}
+        if totals is not None and known is not None and int(known[0]) == 1:
+            async with self.db.execute("SELECT sid FROM accounts") as cur:
+                only = await cur.fetchone()
+            assert only is not None
+            counts[str(only[0])] = dict(totals)
+        else:
+            async with self.db.execute(
+                "SELECT account_sid, state, COUNT(*) FROM recordings GROUP BY account_sid, state"
+            ) as cur:
+                for sid, state, n in await cur.fetchall():
+                    counts.setdefault(sid or "", dict.fromkeys(STATES, 0))[str(state)] = int(n)
+        async with self.db.execute(
+            "SELECT sid, status, friendly_name, origin, watermark, listed_at, scan_complete, "
+            "problem, problem_at, last_seen FROM accounts ORDER BY sid"
+        ) as cur:
+            rows = await cur.fetchall()
+        out = [
+            AccountState(
+                sid=r[0],
+                status=r[1],
+                friendly_name=r[2] or "",
+                origin=r[3],
+                watermark=datetime.fromisoformat(r[4]) if r[4] else None,
+                listed_at=r[5],
+                scan_complete=None if r[6] is None else bool(r[6]),
+                problem=r[7],
+                problem_at=r[8],
+                last_seen=r[9],
+                states=counts.pop(r[0], dict.fromkeys(STATES, 0)),
+            )
+            for r in rows
+        ]
+        for sid, states in sorted(counts.items()):  # recordings of an account with no row
+            out.append(AccountState(sid=sid, states=states))
+        return out
 
     # ------------------------------------------------------------ recordings
 
     async def upsert_listed(
-        self, items: Iterable[Recording | InvalidItem], now: float
+        self, items: Iterable[Recording | InvalidItem], now: float, account: str | None = None
     ) -> tuple[int, int, list[str]]:
         """Record listed items in one transaction. Re-seeing one is harmless.
 
@@ -518,10 +740,17 @@ class Ledger:
                     new += cur.rowcount
                 elif item.sid is not None:
                     cur = await self.db.execute(
-                        "INSERT INTO recordings (sid, source, state, permanent, last_error, "
-                        "attempts, discovered_at, updated_at) "
-                        "VALUES (?,?,'failed',1,?,0,?,?) ON CONFLICT(sid) DO NOTHING",
-                        (item.sid, json.dumps(item.source), f"invalid: {item.reason}", now, now),
+                        "INSERT INTO recordings (sid, account_sid, source, state, permanent, "
+                        "last_error, attempts, discovered_at, updated_at) "
+                        "VALUES (?,?,?,'failed',1,?,0,?,?) ON CONFLICT(sid) DO NOTHING",
+                        (
+                            item.sid,
+                            account,  # the account whose listing named it
+                            json.dumps(item.source),
+                            f"invalid: {item.reason}",
+                            now,
+                            now,
+                        ),
                     )
                     invalid += cur.rowcount
             if listed:  # one statement for the page, not one per item: a re-scan's hot path
@@ -599,13 +828,17 @@ class Ledger:
         max_attempts: int,
         limit: int = 1000,
         after: tuple[float, str] | None = None,
+        account: str | None = None,
     ) -> list[Row]:
-        """Rows with work to do: new, archived-not-verified, and retryable failures now due.
+        """Rows with work to do: new, archived-not-verified, and retryable failures now due;
+        of ``account`` only, when given.
 
         Ordered by (created_epoch, sid); ``after`` continues from the last row of a batch.
         """
         epoch, sid = after if after is not None else (float("-inf"), "")
         cursor = "(created_epoch > :epoch OR (created_epoch = :epoch AND sid > :sid))"
+        if account is not None:
+            cursor += " AND account_sid = :account"
         query = (
             f"SELECT * FROM (SELECT {_ROW_COLUMNS}, created_epoch FROM recordings "
             f"WHERE {self._DUE_NEW} AND {cursor} "
@@ -618,9 +851,19 @@ class Ledger:
             "epoch": epoch,
             "sid": sid,
             "limit": limit,
+            "account": account,
         }
         async with self.db.execute(query, params) as cur:
             return [_row(r) for r in await cur.fetchall()]
+
+    async def accounts_due(self, now: float, max_attempts: int) -> list[str]:
+        """The accounts that have rows due now (:meth:`due`), in SID order."""
+        query = (
+            f"SELECT account_sid FROM recordings WHERE {self._DUE_NEW} UNION "
+            f"SELECT account_sid FROM recordings WHERE {self._DUE_RETRY}"
+        )
+        async with self.db.execute(query, {"max_attempts": max_attempts, "now": now}) as cur:
+            return sorted(str(r[0]) for r in await cur.fetchall() if r[0] is not None)
 
     async def count_due(self, now: float, max_attempts: int) -> int:
         query = (
@@ -730,7 +973,7 @@ class Ledger:
         """Make failed rows due again (operator action): attempts reset."""
         query = (
             "UPDATE recordings SET state='discovered', attempts=0, permanent=0, "
-            "next_attempt_at=NULL, updated_at=? WHERE state='failed' AND account_sid IS NOT NULL"
+            "next_attempt_at=NULL, updated_at=? WHERE state='failed' AND date_created IS NOT NULL"
         )
         if sids is None:
             cur = await self.db.execute(query, (now,))

@@ -313,7 +313,9 @@ class Lister:
 
     async def _record(self, items: list[Item], *, reread: bool = False) -> None:
         result = self.result
-        new, invalid, relisted = await self.ledger.upsert_listed(items, self.clock())
+        new, invalid, relisted = await self.ledger.upsert_listed(
+            items, self.clock(), self.source.account_sid
+        )
         result.new += new
         result.invalid += invalid
         result.relisted += len(relisted)

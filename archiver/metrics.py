@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from archiver.hooks import Hooks
-from archiver.ledger import STATES, Ledger
+from archiver.ledger import STATES, AccountState, Ledger
 
 if TYPE_CHECKING:
     from archiver.sync import PassResult
@@ -65,7 +65,8 @@ PASS_DURATION = Histogram(
 )
 WATERMARK = Gauge(
     "archiver_watermark_timestamp_seconds",
-    "The watermark (newest listed date_created), Unix time",
+    "The watermark (newest date_created listed completely) of the account furthest behind, "
+    "Unix time",
     registry=REGISTRY,
 )
 OUTSTANDING = Gauge(
@@ -116,6 +117,73 @@ ARCHIVE_LAG = Gauge(
 ARCHIVE_LAG.set_function(_lag)
 
 
+# one series per account, for at most this many accounts; the rest are summed as "_other"
+MAX_ACCOUNT_SERIES = 100
+OTHER_ACCOUNTS = "_other"
+ACCOUNT_RECORDINGS = Gauge(
+    "archiver_account_recordings",
+    "Recordings in the ledger by account and state (accounts past the first "
+    f'{MAX_ACCOUNT_SERIES}, troubled ones first, summed as account="{OTHER_ACCOUNTS}")',
+    ["account", "state"],
+    registry=REGISTRY,
+)
+ACCOUNT_OUTSTANDING = Gauge(
+    "archiver_account_outstanding_recordings",
+    "Recordings of the account not done yet (discovered, archived unverified, failed)",
+    ["account"],
+    registry=REGISTRY,
+)
+ACCOUNT_UP = Gauge(
+    "archiver_account_up",
+    "1 when the account's last listing was complete and it could be reached, else 0",
+    ["account"],
+    registry=REGISTRY,
+)
+ACCOUNT_WATERMARK = Gauge(
+    "archiver_account_watermark_timestamp_seconds",
+    "The account's watermark (newest date_created listed completely), Unix time",
+    ["account"],
+    registry=REGISTRY,
+)
+_ACCOUNT_GAUGES = (ACCOUNT_RECORDINGS, ACCOUNT_OUTSTANDING, ACCOUNT_UP, ACCOUNT_WATERMARK)
+
+
+def set_accounts(states: list[AccountState]) -> None:
+    """Per-account series, bounded: accounts with a problem or work left get theirs first."""
+
+    def trouble(a: AccountState) -> tuple[int, bool, str]:
+        return (_up(a), _left(a) == 0, a.sid)
+
+    ordered = sorted((a for a in states if a.sid), key=trouble)
+    named, rest = ordered[:MAX_ACCOUNT_SERIES], ordered[MAX_ACCOUNT_SERIES:]
+    for gauge in _ACCOUNT_GAUGES:
+        gauge.clear()
+    for a in named:
+        for state in STATES:
+            ACCOUNT_RECORDINGS.labels(a.sid, state).set(a.states.get(state, 0))
+        ACCOUNT_OUTSTANDING.labels(a.sid).set(_left(a))
+        ACCOUNT_UP.labels(a.sid).set(_up(a))
+        if a.watermark is not None:
+            ACCOUNT_WATERMARK.labels(a.sid).set(a.watermark.timestamp())
+    if rest:
+        for state in STATES:
+            total = sum(a.states.get(state, 0) for a in rest)
+            ACCOUNT_RECORDINGS.labels(OTHER_ACCOUNTS, state).set(total)
+        ACCOUNT_OUTSTANDING.labels(OTHER_ACCOUNTS).set(sum(_left(a) for a in rest))
+        ACCOUNT_UP.labels(OTHER_ACCOUNTS).set(min(_up(a) for a in rest))
+        marks = [a.watermark.timestamp() for a in rest if a.watermark is not None]
+        if marks:
+            ACCOUNT_WATERMARK.labels(OTHER_ACCOUNTS).set(min(marks))
+
+
+def _up(a: AccountState) -> int:
+    return int(a.problem is None and a.scan_complete is not False)
+
+
+def _left(a: AccountState) -> int:
+    return sum(a.states.get(s, 0) for s in ("discovered", "archived", "failed"))
+
+
 def set_newest_archived(when: datetime | None) -> None:
     _newest_archived[0] = None if when is None else when.timestamp()
 
@@ -133,9 +201,10 @@ async def refresh_from_ledger(ledger: Ledger, now: float, max_attempts: int) -> 
     ):
         OUTSTANDING.labels(kind).set(n)
     REPAIRS.set(await ledger.count_repairs())
-    watermark = await ledger.watermark()
+    watermark = await ledger.oldest_watermark()
     if watermark is not None:
         WATERMARK.set(watermark.timestamp())
+    set_accounts(await ledger.account_states(counts))
     set_newest_archived(await ledger.newest_archived())
 
 

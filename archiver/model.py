@@ -48,3 +48,20 @@ class Page:
     items: list[Item]
     last: bool
     cursor: str | None = None  # where the next page is, for a source that pages by cursor
+
+
+ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account the credentials reach, as the platform's accounts list names it."""
+
+    sid: str
+    status: str = ACTIVE  # the platform's word: active, suspended, closed, uninitialized…
+    friendly_name: str = ""
+    owner_sid: str | None = None  # the account it is a sub-account of, when the list says
+
+    @property
+    def active(self) -> bool:
+        return self.status.lower() == ACTIVE

@@ -126,7 +126,7 @@ async def preview(
 ) -> Preview:
     """List into ``ledger`` (a throwaway copy) as a pass would; report what it would do."""
     now = datetime.fromtimestamp(clock(), UTC)
-    since = await listing_since(cfg.source, ledger, now)
+    since = await listing_since(cfg.source, ledger, now, source.account_sid)
     lister = lister_for(source)(
         source,
         ledger,

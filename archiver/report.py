@@ -10,6 +10,19 @@ from archiver.listing import ScanResult
 
 
 @dataclass
+class AccountPass:
+    """One account's part of a pass: its listing, its watermark after it, and what kept it
+    from being listed or fetched (if anything)."""
+
+    scan: ScanResult = field(default_factory=ScanResult)
+    watermark: datetime | None = None
+    problem: str | None = None
+
+
+MAX_REPORTED_PROBLEMS = 20  # accounts with a problem named in one pass's summary
+
+
+@dataclass
 class PassResult:
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -26,6 +39,51 @@ class PassResult:
     delete_skipped: int = 0
     # what is left to do once the pass ended (the whole ledger, not only this pass's work)
     outstanding: Outstanding | None = None
+    accounts: dict[str, AccountPass] = field(default_factory=dict)
+
+    def account_failed(self, account_sid: str, problem: str) -> bool:
+        """Note that ``account_sid`` could not be reached; True the first time this pass."""
+        part = self.accounts.setdefault(account_sid, AccountPass())
+        if part.problem is not None:
+            return False
+        part.problem = problem
+        return True
+
+    def unavailable(self, account_sid: str | None) -> bool:
+        part = self.accounts.get(account_sid or "")
+        return part is not None and part.problem is not None
+
+    @property
+    def problems(self) -> dict[str, str]:
+        return {sid: p.problem for sid, p in self.accounts.items() if p.problem is not None}
+
+    def merge_scans(self) -> None:
+        """The pass's listing: every account's, added up; complete only if each was."""
+        scans = [(sid, part.scan) for sid, part in self.accounts.items()]
+        if len(scans) == 1:
+            self.scan = scans[0][1]
+            self.watermark = next(iter(self.accounts.values())).watermark
+            return
+        total = ScanResult()
+        for _sid, scan in scans:
+            total.listed += scan.listed
+            total.reread += scan.reread
+            total.new += scan.new
+            total.invalid += scan.invalid
+            total.pages += scan.pages
+            total.relisted += scan.relisted
+            if scan.newest is not None and (total.newest is None or scan.newest > total.newest):
+                total.newest = scan.newest
+        broken = [(sid, scan) for sid, scan in scans if not scan.complete]
+        if broken:
+            total.complete = False
+            sid, first = broken[0]
+            more = f" (and {len(broken) - 1} more accounts)" if len(broken) > 1 else ""
+            total.reason = f"account {sid}: {first.reason}{more}"
+        total.unreachable = bool(scans) and all(scan.unreachable for _, scan in scans)
+        self.scan = total
+        marks = [p.watermark for p in self.accounts.values() if p.watermark is not None]
+        self.watermark = min(marks) if marks else None  # the account furthest behind
 
     @property
     def ok(self) -> bool:
@@ -38,6 +96,7 @@ class PassResult:
             and not self.stopped_early
             and self.outstanding is not None
             and self.outstanding.total == 0
+            and not self.problems
         )
 
     def summary(self) -> dict[str, object]:
@@ -62,4 +121,6 @@ class PassResult:
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "duration_s": round(self.finished_at - self.started_at, 3),
             "stopped_early": self.stopped_early,
+            "accounts": len(self.accounts),
+            "account_problems": dict(list(self.problems.items())[:MAX_REPORTED_PROBLEMS]) or None,
         }

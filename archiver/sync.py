@@ -23,14 +23,15 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from archiver.accounts import Accounts
 from archiver.audit import Journal, write_manifests
 from archiver.config import Config, SourceConfig, parse_timezone
 from archiver.deletion import Deletions
-from archiver.errors import STOPS_PASS, StorageError
+from archiver.errors import STOPS_PASS, AccountUnavailable, StorageError
 from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import Ledger, Row
 from archiver.listing import ScanResult, lister_for, zone_slack
-from archiver.report import PassResult
+from archiver.report import AccountPass, PassResult
 from archiver.source import Source
 from archiver.storage import Storage
 from archiver.transfer import Transfers
@@ -40,6 +41,7 @@ __all__ = ["PassResult", "ScanResult", "Syncer", "lag_seconds", "listing_since"]
 log = structlog.get_logger("archiver.sync")
 
 Clock = Callable[[], float]
+DEFAULT_LIST_CONCURRENCY = 4  # accounts listed at once (each pages on its own)
 
 
 class Syncer:
@@ -67,10 +69,11 @@ class Syncer:
             parse_timezone(cfg.source.server_timezone, "source.server_timezone"),
             self.now().year,
         )
+        self.accounts = Accounts(cfg.source, client, ledger, clock=clock)
         self.transfers = Transfers(
             cfg.source,
             cfg.archive.key_template,
-            client,
+            self.accounts,
             storage,
             ledger,
             clock=clock,
@@ -78,7 +81,7 @@ class Syncer:
             hooks=hooks,
         )
         self.deletions = Deletions(
-            cfg.delete, client, storage, ledger, clock=clock, journal=journal, hooks=hooks
+            cfg.delete, self.accounts, storage, ledger, clock=clock, journal=journal, hooks=hooks
         )
         # the repair entry points of `verify --repair`
         self.queue_repair = self.deletions.queue_repair
@@ -100,13 +103,17 @@ class Syncer:
         """Recordings this pass set out to transfer (for progress)."""
         return self.transfers.due_total
 
-    async def since(self) -> datetime:
-        """Where this pass lists from (:func:`listing_since`)."""
-        return await listing_since(self.cfg.source, self.ledger, self.now())
+    async def since(self, account: str | None = None) -> datetime:
+        """Where this pass lists ``account`` from (:func:`listing_since`)."""
+        sid = account or self.client.account_sid
+        return await listing_since(self.cfg.source, self.ledger, self.now(), sid)
 
-    async def scan(self, since: datetime, until: datetime | None = None) -> ScanResult:
-        lister = lister_for(self.client)(
-            self.client,
+    async def scan(
+        self, since: datetime, until: datetime | None = None, account: str | None = None
+    ) -> ScanResult:
+        source = self.accounts.client(account)
+        lister = lister_for(source)(
+            source,
             self.ledger,
             page_size=self.cfg.source.page_size,
             zone_slack=self.zone_slack,
@@ -123,15 +130,13 @@ class Syncer:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> PassResult:
-        """One pass. With ``since`` (a reconcile) the watermark is neither used nor moved."""
+        """One pass. With ``since`` (a reconcile) the watermarks are neither used nor moved."""
         stopping = stopping or asyncio.Event()
         result = PassResult(started_at=self.clock())
-        reconcile = since is not None
-        since = since if since is not None else await self.since()
-        log.info("pass.started", since=since.isoformat(), reconcile=reconcile)
         try:
-            result.scan = await self.scan(since, until)
-            result.watermark = await self._watermark_after(result.scan, reconcile)
+            await self.ledger.adopt_watermark(self.client.account_sid)  # a schema-3 ledger's
+            accounts = await self.accounts.resolve()
+            await self._list(accounts, result, since, until, stopping)
             await self.transfers.transfer_due(result, stopping)
             await self.deletions.delete_verified(result, stopping)
             await self.write_manifests()
@@ -149,18 +154,71 @@ class Syncer:
             self.clock(), self.cfg.source.max_attempts
         )
         result.finished_at = self.clock()
+        await self.ledger.record_accounts_pass(
+            {sid: (p.scan.complete, p.problem) for sid, p in result.accounts.items()},
+            result.finished_at,
+        )
         await self.ledger.record_pass(result.summary(), result.finished_at)
         log.info("pass.finished", **result.summary())
         return result
 
-    async def _watermark_after(self, scan: ScanResult, reconcile: bool) -> datetime | None:
-        """Advance the watermark to the newest listed recording, only after a complete
-        listing of a regular pass; the watermark as it stands after the listing."""
+    async def _list(
+        self,
+        accounts: list[str],
+        result: PassResult,
+        since: datetime | None,
+        until: datetime | None,
+        stopping: asyncio.Event,
+    ) -> None:
+        """List every account into the ledger, a few at a time; each moves its own watermark.
+        An account that cannot be reached is its own problem unless it is the only one."""
+        reconcile = since is not None
+        slots = asyncio.Semaphore(DEFAULT_LIST_CONCURRENCY)
+        unavailable: list[AccountUnavailable] = []
+        if len(accounts) > 1:
+            log.info("pass.started", accounts=len(accounts), reconcile=reconcile)
+
+        async def one(sid: str) -> None:
+            async with slots:
+                part = result.accounts.setdefault(sid, AccountPass())
+                if stopping.is_set():
+                    part.scan.complete, part.scan.reason = False, "the pass was stopped"
+                    return
+                start = since if since is not None else await self.since(sid)
+                fields = {"account": sid} if len(accounts) > 1 else {}
+                log.info(
+                    "pass.started" if not fields else "account.listing",
+                    since=start.isoformat(),
+                    reconcile=reconcile,
+                    **fields,
+                )
+                try:
+                    part.scan = await self.scan(start, until, sid)
+                except AccountUnavailable as exc:
+                    unavailable.append(exc)
+                    part.scan = ScanResult(complete=False, reason=str(exc), unreachable=True)
+                    result.account_failed(sid, str(exc))
+                    log.error("account.unavailable", account=sid, error=str(exc))
+                    return
+                part.watermark = await self._watermark_after(sid, part.scan, reconcile)
+
+        async with asyncio.TaskGroup() as tg:
+            for sid in accounts:
+                tg.create_task(one(sid))
+        if unavailable and len(unavailable) == len(accounts):
+            raise unavailable[0]  # not one account reachable: the source is down for us
+        result.merge_scans()
+
+    async def _watermark_after(
+        self, account: str, scan: ScanResult, reconcile: bool
+    ) -> datetime | None:
+        """Advance ``account``'s watermark to its newest listed recording, only after a
+        complete listing of a regular pass; the watermark as it stands after the listing."""
         if not reconcile and scan.complete and scan.newest is not None:
-            return await self.ledger.advance_watermark(scan.newest)
+            return await self.ledger.advance_watermark(account, scan.newest)
         if not scan.complete:
-            log.warning("scan.incomplete", reason=scan.reason)
-        return await self.ledger.watermark()
+            log.warning("scan.incomplete", reason=scan.reason, account=account)
+        return await self.ledger.watermark(account)
 
     async def write_manifests(self) -> int:
         """Copy every closed UTC day of the journal into the archive, once."""
@@ -170,19 +228,20 @@ class Syncer:
         return await write_manifests(self.journal, self.ledger, self.storage, today)
 
 
-async def listing_since(src: SourceConfig, ledger: Ledger, now: datetime) -> datetime:
-    """Where a pass lists from: the watermark less the lookback, never later than now less
-    the lookback (a watermark in the future is pulled back to now first)."""
-    watermark = await ledger.watermark()
+async def listing_since(src: SourceConfig, ledger: Ledger, now: datetime, account: str) -> datetime:
+    """Where a pass lists ``account`` from: its watermark less the lookback, never later than
+    now less the lookback (a watermark in the future is pulled back to now first)."""
+    watermark = await ledger.watermark(account)
     if watermark is not None and watermark > now:
         # the clock stepped back (NTP) after the watermark was set by a clock running ahead
         log.warning(
             "watermark.pulled_back",
+            account=account,
             watermark=watermark.isoformat(),
             now=now.isoformat(),
             ahead_s=round((watermark - now).total_seconds()),
         )
-        watermark = await ledger.pull_back_watermark(now)
+        watermark = await ledger.pull_back_watermark(account, now)
     if watermark is None:
         return min(src.start_time, now - src.lookback)
     return max(min(watermark, now) - src.lookback, src.start_time)

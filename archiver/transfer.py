@@ -9,12 +9,15 @@ reason and a next try, unless it looks like everyone's (see :class:`Outage`).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from dataclasses import dataclass, field
 from functools import partial
 
 import structlog
 
+from archiver.accounts import Accounts
 from archiver.audit import Journal
 from archiver.commit import GroupCommit
 from archiver.config import SourceConfig
@@ -22,6 +25,7 @@ from archiver.copies import content_type, object_metadata, put_sidecar, render_k
 from archiver.errors import (
     MAYBE_SHARED,
     STOPS_PASS,
+    AccountUnavailable,
     ArchiveConflict,
     ArchiverError,
     InvalidRecording,
@@ -37,7 +41,6 @@ from archiver.model import Recording
 from archiver.part import PassPart
 from archiver.report import PassResult
 from archiver.retry import retrying
-from archiver.source import Source
 from archiver.storage import Storage, StoredObject
 
 log = structlog.get_logger("archiver.sync")
@@ -62,7 +65,7 @@ class Transfers(PassPart):
         self,
         cfg: SourceConfig,
         key_template: str,
-        source: Source,
+        accounts: Accounts,
         storage: Storage,
         ledger: Ledger,
         *,
@@ -70,7 +73,7 @@ class Transfers(PassPart):
         journal: Journal | None,
         hooks: Hooks = NO_HOOKS,
     ) -> None:
-        super().__init__(source, storage, ledger, clock=clock, journal=journal, hooks=hooks)
+        super().__init__(accounts, storage, ledger, clock=clock, journal=journal, hooks=hooks)
         self.cfg = cfg
         self.key_template = key_template
         # download slots: every slot is given back when its transfer ends, pass or no pass
@@ -96,7 +99,7 @@ class Transfers(PassPart):
 
         async def one(row: Row) -> None:
             try:
-                if not stopping.is_set() and outage.error is None:
+                if not (stopping.is_set() or outage.error or result.unavailable(row.account_sid)):
                     await self._attempt(row, result, outage)
             finally:
                 limit.release()
@@ -106,7 +109,7 @@ class Transfers(PassPart):
             try:
                 async with (
                     asyncio.TaskGroup() as tg,
-                    aclosing(self._due_rows(stopping, outage)) as due,
+                    aclosing(self._due_rows(stopping, outage, result)) as due,
                 ):
                     async for row in due:
                         await limit.acquire()
@@ -118,24 +121,44 @@ class Transfers(PassPart):
                 self.commits.close()  # the writer commits what is queued, then ends
         await outage.settle()
 
-    async def _due_rows(self, stopping: asyncio.Event, outage: Outage) -> AsyncGenerator[Row]:
-        """Due rows, oldest first, read in batches behind a cursor (memory does not grow)."""
-        after: tuple[float, str] | None = None
-        while not stopping.is_set() and outage.error is None:
-            rows = await self.ledger.due(
-                self.clock(), self.cfg.max_attempts, DEFAULT_DUE_BATCH, after
-            )
-            if not rows:
-                return
-            for row in rows:
-                assert row.date_created is not None  # due rows are never invalid items
-                after = (row.date_created.timestamp(), row.sid)
-                yield row
+    async def _due_rows(
+        self, stopping: asyncio.Event, outage: Outage, result: PassResult
+    ) -> AsyncGenerator[Row]:
+        """Due rows, oldest first within an account, the accounts taking turns (a backlog in
+        one does not starve the rest); read in batches behind a cursor per account, so memory
+        does not grow with the backlog. An account found unreachable drops out of the turn."""
+        now, tries = self.clock(), self.cfg.max_attempts
+        owners = await self.ledger.accounts_due(now, tries)
+        batch = DEFAULT_DUE_BATCH if len(owners) <= 1 else max(DEFAULT_DUE_BATCH // len(owners), 8)
+        # a single owner (or none: nothing due) is read without the account filter, as always
+        turns: dict[str | None, _Turn] = {
+            sid: _Turn() for sid in (owners if len(owners) > 1 else [None])
+        }
+        while turns and not stopping.is_set() and outage.error is None:
+            for sid in list(turns):
+                turn = turns[sid]
+                if sid is not None and result.unavailable(sid):
+                    del turns[sid]
+                    continue
+                if not turn.rows:
+                    rows = await self.ledger.due(self.clock(), tries, batch, turn.after, sid)
+                    if not rows:
+                        del turns[sid]
+                        continue
+                    last = rows[-1]
+                    assert last.date_created is not None  # due rows are never invalid items
+                    turn.after = (last.date_created.timestamp(), last.sid)
+                    turn.rows.extend(rows)
+                yield turn.rows.popleft()
+                if stopping.is_set() or outage.error is not None:
+                    return
 
     async def _attempt(self, row: Row, result: PassResult, outage: Outage) -> None:
         self.hooks.transfer_started()
         try:
             await self.archive_one(row, result)
+        except AccountUnavailable as exc:  # the account's, not the recording's: uncharged
+            self.account_down(exc, result)
         except STOPS_PASS:
             raise
         except MAYBE_SHARED as exc:  # everyone's fault or this recording's: the next ones tell
@@ -184,7 +207,8 @@ class Transfers(PassPart):
             return sidecar(rec, key, stored.size, stored.sha256, archived_at)
 
         async def transfer() -> StoredObject:
-            async with _Slot(self._slots) as slot, self.source.media(rec.sid, rec.ext) as body:
+            source = self.source_for(rec.account_sid)
+            async with _Slot(self._slots) as slot, source.media(rec.sid, rec.ext) as body:
                 done = await self.storage.put(
                     key,
                     slot.released_at_end(body),
@@ -307,6 +331,14 @@ class Outage:
         pending, self._pending = self._pending, []
         for row, exc in pending:
             await self._transfers.fail(row, exc, self._result)
+
+
+@dataclass
+class _Turn:
+    """One account's place in the round of due rows: the batch read, and where it ended."""
+
+    rows: deque[Row] = field(default_factory=deque)
+    after: tuple[float, str] | None = None
 
 
 class _Slot:

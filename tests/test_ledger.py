@@ -91,16 +91,20 @@ async def test_invalid_items_are_recorded_failed_with_reason(tmp_path: Path) -> 
         assert await ledger.due(now=1e12, max_attempts=100) == []
 
 
-async def test_watermark_only_moves_forward(tmp_path: Path) -> None:
+async def test_watermark_only_moves_forward_and_each_account_has_its_own(tmp_path: Path) -> None:
+    a, b = "AC" + "a" * 32, "AC" + "b" * 32
     async with Ledger(tmp_path / "l.sqlite3") as ledger:
-        assert await ledger.watermark() is None
-        assert await ledger.advance_watermark(T0) == T0
-        assert await ledger.advance_watermark(T0 - timedelta(hours=1)) == T0
-        assert await ledger.advance_watermark(T0 + timedelta(seconds=1)) == T0 + timedelta(
+        assert await ledger.watermark(a) is None
+        assert await ledger.advance_watermark(a, T0) == T0
+        assert await ledger.advance_watermark(a, T0 - timedelta(hours=1)) == T0
+        assert await ledger.advance_watermark(a, T0 + timedelta(seconds=1)) == T0 + timedelta(
             seconds=1
         )
+        assert await ledger.watermark(b) is None  # another account's is not moved
+        assert await ledger.advance_watermark(b, T0 - timedelta(days=1)) == T0 - timedelta(days=1)
     async with Ledger(tmp_path / "l.sqlite3") as ledger:
-        assert await ledger.watermark() == T0 + timedelta(seconds=1)
+        assert await ledger.watermark(a) == T0 + timedelta(seconds=1)
+        assert await ledger.oldest_watermark() == T0 - timedelta(days=1)
 
 
 async def test_schema_version_and_wal(tmp_path: Path) -> None:

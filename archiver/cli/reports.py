@@ -33,7 +33,7 @@ from archiver.config import (
     secret_file_of,
 )
 from archiver.errors import ArchiverError, ConfigError, ObjectLocked, VerificationFailed
-from archiver.ledger import Ledger, Row, iso
+from archiver.ledger import AccountState, Ledger, Row, iso
 from archiver.source import open_source
 from archiver.storage import Storage, open_storage
 from archiver.storage.base import check_sidecar
@@ -54,7 +54,8 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
         counts = await ledger.counts()
         left = await ledger.outstanding(time.time(), cfg.source.max_attempts)
         repairs = await ledger.count_repairs()
-        watermark = await ledger.watermark()
+        watermark = await ledger.oldest_watermark()
+        accounts = await ledger.account_states(counts)
         newest = await ledger.newest_archived()
         n_archived, archived_bytes = await ledger.archived_totals()
         last_pass, last_pass_at = await ledger.last_pass()
@@ -72,6 +73,7 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
         "archived_recordings": n_archived,
         "archived_bytes": archived_bytes,
         "watermark": watermark.isoformat() if watermark else None,
+        "accounts": [_account_facts(a) for a in accounts],
         "newest_archived": newest.isoformat() if newest else None,
         "lag_seconds": lag_seconds(newest, now),
         "outstanding": left.as_dict(),
@@ -98,6 +100,32 @@ async def status_facts(cfg: Config, failures: int = 10) -> dict[str, Any]:
     }
 
 
+def _account_facts(a: AccountState) -> dict[str, Any]:
+    facts = a.as_dict()
+    facts["outstanding"] = sum(a.states.get(s, 0) for s in ("discovered", "archived", "failed"))
+    return facts
+
+
+def _print_accounts(accounts: list[dict[str, Any]]) -> None:
+    """One line per account: what it holds, what is left, its watermark, what is wrong."""
+    if len(accounts) <= 1 and not any(a["problem"] for a in accounts):
+        return  # one account: the totals above are its own
+    print(f"accounts     {len(accounts)}")
+    print(f"  {'account':<36} {'verified':>9} {'deleted':>8} {'left':>7}  watermark / problem")
+    for a in accounts:
+        states = a["states"]
+        status = a["status"]
+        note = a["problem"] or (a["watermark"] or "-")
+        if status and status not in ("active",):
+            note = f"{status}: not archived now; {note}"
+        if a["scan_complete"] is False and not a["problem"]:
+            note = f"listing incomplete; {note}"
+        print(
+            f"  {a['sid'] or '(none)':<36} {states.get('verified', 0):>9} "
+            f"{states.get('deleted', 0):>8} {a['outstanding']:>7}  {note}"
+        )
+
+
 def _print_status(facts: dict[str, Any]) -> None:
     print("state        recordings")
     for state, n in facts["states"].items():
@@ -107,7 +135,9 @@ def _print_status(facts: dict[str, Any]) -> None:
         f"archived     {facts['archived_recordings']} recordings, "
         f"{facts['archived_bytes'] / 1e6:.1f} MB"
     )
-    print(f"watermark    {facts['watermark'] or '-'}")
+    several = len(facts["accounts"]) > 1
+    oldest = "  (the account furthest behind)" if several else ""
+    print(f"watermark    {facts['watermark'] or '-'}{oldest}")
     lag = facts["lag_seconds"]
     print(
         f"lag          {'-' if lag is None else str(timedelta(seconds=int(lag)))}"
@@ -126,6 +156,7 @@ def _print_status(facts: dict[str, Any]) -> None:
     else:
         print("last pass    -")
     print(f"left         {describe_left(facts['outstanding'])}")
+    _print_accounts(facts["accounts"])
     if facts["needs_repair"]:
         print(
             f"repair       {facts['needs_repair']} archived copies need repair (found missing or "
@@ -148,7 +179,11 @@ async def cmd_status(cfg: Config, as_json: bool, failures: int) -> int:
     else:
         _print_status(facts)
     last = facts["last_pass"] or {}
-    incomplete = last.get("scan_complete") is False or last.get("stopped_early")
+    incomplete = (
+        last.get("scan_complete") is False
+        or last.get("stopped_early")
+        or bool(last.get("account_problems"))
+    )
     return EXIT_FAILURES if facts["outstanding_total"] or incomplete else EXIT_OK
 
 

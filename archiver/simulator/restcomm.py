@@ -35,6 +35,7 @@ from archiver.simulator.restcomm_wire import (
     other_envelope,
     parse_list_query,
     parse_path,
+    render_account,
     render_json,
     render_xml,
     server_error,
@@ -42,7 +43,7 @@ from archiver.simulator.restcomm_wire import (
     xml_list,
     xml_reply,
 )
-from archiver.simulator.store import RecordingStore, SimRecording
+from archiver.simulator.store import Account, RecordingStore, SimRecording
 
 _LIST_METHODS = ("GET", "HEAD")
 _ONE_METHODS = ("GET", "HEAD", "DELETE")
@@ -73,16 +74,33 @@ class RestcommApi:
         # called as a DELETE is answered: tests check the archive at that moment
         self.on_delete: Callable[[SimRecording], None] | None = None
 
-    def authorize(self, request: web.BaseRequest) -> bool:
-        """Basic auth as the main account, with its token or the token's MD5 hash."""
+    def caller(self, request: web.BaseRequest) -> Account | None:
+        """The account whose SID and token (or the token's MD5 hash) the request carries."""
         credentials = basic_credentials(request)
-        if credentials is None or credentials[0] != self.store.account_sid:
-            return False
-        password, token = credentials[1], self.store.account.auth_token
+        if credentials is None:
+            return None
+        account = self.store.accounts.get(credentials[0])
+        if account is None:
+            return None
+        password, token = credentials[1], account.auth_token
         md5 = hashlib.md5(password.encode(), usedforsecurity=False).hexdigest()
-        return hmac.compare_digest(password, token) or md5 == token
+        return account if hmac.compare_digest(password, token) or md5 == token else None
+
+    def authorize(self, request: web.BaseRequest) -> bool:
+        return self.caller(request) is not None
+
+    def _reaches(self, caller: Account, account_sid: str) -> bool:
+        """An account's credentials reach it and its descendants (spec 4.3)."""
+        seen = self.store.accounts.get(account_sid)
+        while seen is not None:
+            if seen.sid == caller.sid:
+                return True
+            seen = self.store.accounts.get(seen.owner_sid) if seen.owner_sid else None
+        return False
 
     async def route(self, request: web.Request, authorized: bool) -> Reply:
+        if request.rel_url.raw_path in (f"{API_PREFIX}/Accounts.json", f"{API_PREFIX}/Accounts"):
+            return self._accounts(request)
         path = parse_path(request)
         if path is None:
             return empty(404)
@@ -116,7 +134,10 @@ class RestcommApi:
             if hole and UNPROTECTED_RE.fullmatch(path.decoded) is not None:
                 return server_error()
             return unauthorized()
-        if path.account != self.store.account_sid:
+        caller = self.caller(request)
+        if caller is None or caller.status != "active":
+            return Reply(403, {"Content-Type": "text/plain"}, b"Provided Account is not active")
+        if not self._reaches(caller, path.account):
             return empty(403)
         if not path.acceptable:
             return empty(406)
@@ -134,7 +155,7 @@ class RestcommApi:
             if inspect.isawaitable(result):
                 await result
         # COUNT, range check, SELECT
-        rows = self.store.select(self.store.account_sid, query.sort_by, query.where)
+        rows = self.store.select(path.account, query.sort_by, query.where)
         num_pages = len(rows) // query.page_size
         if query.page > num_pages:
             return empty(400)
@@ -152,6 +173,18 @@ class RestcommApi:
             self.injector.envelope_race -= 1
             body.update(other_envelope(uri))
         return json_reply(body)
+
+    def _accounts(self, request: web.Request) -> Reply:
+        """``Accounts.json``: a bare array of the caller's direct sub-accounts, in JSON."""
+        if request.method not in _LIST_METHODS:
+            return empty(405)
+        caller = self.caller(request)
+        if caller is None:
+            return unauthorized()
+        if caller.status != "active":
+            return Reply(403, {"Content-Type": "text/plain"}, b"Provided Account is not active")
+        children = [a for a in self.store.accounts.values() if a.owner_sid == caller.sid]
+        return json_reply([render_account(a) for a in children])
 
     def _call_recordings(self, request: web.Request, path: ApiPath, authorized: bool) -> Reply:
         refused = self._refuse(request, path, authorized, _LIST_METHODS)
@@ -273,6 +306,28 @@ class RestcommSimulator(Served):
         self.generate = self.store.generate
         self.inject = self.injector.inject
         self.clear_faults = self.injector.clear
+
+    def add_subaccount(
+        self,
+        friendly_name: str = "",
+        *,
+        status: str = "active",
+        owner_sid: str | None = None,
+        auth_token: str | None = None,
+    ) -> Account:
+        """A sub-account of ``owner_sid`` (default: the main account), with its own token."""
+        return self.store.add_account(
+            owner_sid=owner_sid or self.account_sid,
+            friendly_name=friendly_name,
+            status=status,
+            auth_token=auth_token,
+        )
+
+    def set_account_status(self, account_sid: str, status: str) -> None:
+        """``active``, ``suspended`` or ``closed``."""
+        if status not in ("active", "suspended", "closed"):
+            raise ValueError(f"unknown account status {status!r}")
+        self.store.accounts[account_sid].status = status
 
     @property
     def api_base(self) -> str:

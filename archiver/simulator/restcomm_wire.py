@@ -27,7 +27,7 @@ from archiver.simulator.java import (
     java_int,
     parse_java_date_prefix,
 )
-from archiver.simulator.store import SimRecording, SortBy, Where, like, naive_seconds
+from archiver.simulator.store import Account, SimRecording, SortBy, Where, like, naive_seconds
 
 API_VERSION = "2012-04-24"
 API_PREFIX = f"/restcomm/{API_VERSION}"
@@ -112,6 +112,22 @@ def _accept_ok(accept: str) -> bool:
 
 
 # --------------------------------------------------------------------------- rendering
+
+
+def render_account(account: Account) -> dict[str, Any]:
+    """One account as Restcomm's AccountConverter writes it (JSON)."""
+    return {
+        "sid": account.sid,
+        "friendly_name": account.friendly_name,
+        "email_address": f"{account.sid.lower()}@example.invalid",
+        "type": "Full",
+        "status": account.status,
+        "role": "Developer",
+        "date_created": account.date_created.strftime("%a, %d %b %Y %H:%M:%S +0000"),
+        "date_updated": account.date_created.strftime("%a, %d %b %Y %H:%M:%S +0000"),
+        "auth_token": account.auth_token,
+        "uri": f"/{API_VERSION}/Accounts/{account.sid}",
+    }
 
 
 def render_json(rec: SimRecording, tz: tzinfo) -> dict[str, str]:

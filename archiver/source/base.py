@@ -12,8 +12,15 @@ against the simulator over HTTP):
   whole in memory), and raises ``MediaDamaged`` for an error page or a cut body and
   ``MediaUnavailable`` for a stall or a reset. Credentials go only to the configured origin.
 * ``delete`` returns True when it deleted the recording, False when it was already gone.
-* Errors are translated: rejected credentials → SourceAuthError; 5xx, throttling, no
-  connection → SourceUnavailable (transient); an answer we cannot read → SourceProtocolError.
+* ``for_account`` gives the same client for another account the credentials reach (a
+  sub-account): the same session, credentials and request rate, that account's URLs; a
+  listed recording that says it belongs to another account than the one listed is an
+  ``InvalidItem``. ``list_accounts`` names the accounts the credentials own (Restcomm: the
+  direct sub-accounts; Twilio: the main account and its sub-accounts), with their status.
+* Errors are translated: rejected credentials → SourceAuthError (every account fails alike);
+  an account that is not active or not reachable with them → AccountUnavailable (that
+  account alone); 5xx, throttling, no connection → SourceUnavailable (transient); an answer
+  we cannot read → SourceProtocolError. Error messages carry the platform's error code.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime
 from typing import Protocol
 
-from archiver.model import Page
+from archiver.model import Account, Page
 
 
 class Media(Protocol):
@@ -43,7 +50,13 @@ class Media(Protocol):
 class Source(Protocol):
     """One account of one platform. Open it with ``async with``."""
 
-    account_sid: str
+    account_sid: str  # the account this client lists, fetches and deletes for
+
+    @property
+    def credentials_sid(self) -> str:
+        """The account whose credentials it sends (the same, or a parent)."""
+        ...
+
     server_now: datetime | None
     paging: str  # "offset" (numbered pages with a total) or "cursor" (next_page_uri)
 
@@ -58,6 +71,10 @@ class Source(Protocol):
     def media(self, sid: str, ext: str) -> AbstractAsyncContextManager[Media]: ...
 
     async def delete(self, sid: str) -> bool: ...
+
+    def for_account(self, account_sid: str) -> Source: ...
+
+    async def list_accounts(self) -> list[Account]: ...
 
     async def check(self) -> int:
         """Reach the list with the credentials; the total the server reports."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import email.utils
 import hashlib
 import json
@@ -37,7 +38,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
@@ -45,6 +46,7 @@ import structlog
 
 from archiver import __version__, logs
 from archiver.errors import (
+    AccountUnavailable,
     InvalidRecording,
     MediaDamaged,
     MediaInvalid,
@@ -55,7 +57,7 @@ from archiver.errors import (
     SourceUnavailable,
 )
 from archiver.hooks import NO_HOOKS, Hooks
-from archiver.model import InvalidItem, Page, Recording
+from archiver.model import Account, InvalidItem, Page, Recording
 
 log = structlog.get_logger("archiver.restcomm")
 
@@ -290,8 +292,64 @@ def _check_magic(head: bytes, ext: str, content_type: str) -> None:
     )
 
 
+def parse_account(item: Any, owner_sid: str | None = None) -> Account:
+    """One account of an accounts list; SourceProtocolError when it has no usable SID."""
+    if not isinstance(item, dict):
+        raise SourceProtocolError(f"accounts list item is not an object: {str(item)[:60]!r}")
+    sid = item.get("sid")
+    try:
+        validate_sid(sid, "account sid")
+    except InvalidRecording as exc:
+        raise SourceProtocolError(f"accounts list: {exc}") from None
+    assert isinstance(sid, str)
+    owner = item.get("owner_account_sid") or item.get("parent_sid") or owner_sid
+    status = item.get("status")
+    name = item.get("friendly_name")
+    return Account(
+        sid,
+        status if isinstance(status, str) else "unknown",
+        name if isinstance(name, str) else "",
+        owner if isinstance(owner, str) and owner != sid else None,
+    )
+
+
+ACCOUNT_NOT_ACTIVE = 20005  # Twilio's error code for a suspended or closed account
+
+
+def platform_error(body: str) -> tuple[int | None, str]:
+    """The error code of a JSON error body (Twilio's ``{"code", "message"}``) and a
+    ``: code N: message`` suffix for the operator; (None, "") for anything else."""
+    text = body.strip()
+    if not text.startswith("{"):
+        return None, ""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None, ""
+    if not isinstance(parsed, dict) or "code" not in parsed:
+        return None, ""
+    code = parsed.get("code")
+    number = code if isinstance(code, int) and not isinstance(code, bool) else None
+    message = str(parsed.get("message", ""))[:200]
+    return number, f": code {code}: {message}" if message else f": code {code}"
+
+
+class _Shared:
+    """What every account's view of one client shares: the credentials, the session, the
+    request rate."""
+
+    def __init__(self, sid: str, token_file: str | None, limiter: RateLimiter) -> None:
+        self.sid = sid  # whose credentials: the account that authenticates every request
+        self.token = ""
+        self.auth = ""
+        self.token_file = token_file
+        self.limiter = limiter
+        self.session: aiohttp.ClientSession | None = None
+
+
 class RestcommClient:
-    """An async context manager around one aiohttp session for one account."""
+    """An async context manager around one aiohttp session for one account; :meth:`for_account`
+    gives a view of another account the same credentials reach, sharing the session."""
 
     api_version = API_VERSION
     paging = "offset"  # numbered pages with a total (see archiver.listing.Lister)
@@ -312,10 +370,10 @@ class RestcommClient:
         self.hooks = hooks
         self.base_url = base_url.rstrip("/")
         self.account_sid = validate_sid(account_sid, "account_sid")
-        self._token = ""
-        self._auth = ""
+        self._shared = _Shared(
+            self.account_sid, token_file or None, RateLimiter(max_requests_per_second)
+        )
         self.set_token(auth_token)
-        self.token_file = token_file or None
         self.server_now: datetime | None = None  # from the last answer's Date header
         self._origin = origin_of(self.base_url)
         # URLs built here start with this; their authority is the configured one by construction
@@ -323,19 +381,46 @@ class RestcommClient:
         self._timeout = timeout
         self.server_tz = server_tz
         self.configured_tz = server_tz is not None
-        self._limiter = RateLimiter(max_requests_per_second)
         self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
         self._warned_foreign = False
 
+    def for_account(self, account_sid: str) -> Self:
+        """This client for another account the same credentials reach (a sub-account):
+        the same session, credentials and request rate; its own URLs and clock reading."""
+        if account_sid == self.account_sid:
+            return self
+        view = copy.copy(self)
+        view.account_sid = validate_sid(account_sid, "account_sid")
+        view._own_prefix = f"{self.base_url}/{self.api_version}/Accounts/{view.account_sid}/"
+        view.server_now = None
+        return view
+
+    @property
+    def credentials_sid(self) -> str:
+        """The account whose credentials every request carries."""
+        return self._shared.sid
+
+    @property
+    def token_file(self) -> str | None:
+        return self._shared.token_file
+
+    @property
+    def _limiter(self) -> RateLimiter:
+        return self._shared.limiter
+
+    @property
+    def _auth(self) -> str:
+        return self._shared.auth
+
     def set_token(self, token: str) -> bool:
-        """Use ``token`` from now on; True when it differs from the one in use."""
-        if token == self._token:
+        """Use ``token`` from now on (every view); True when it differs from the one in use."""
+        shared = self._shared
+        if token == shared.token:
             return False
-        self._token = token
-        self._auth = basic_auth(self.account_sid, token)
+        shared.token = token
+        shared.auth = basic_auth(shared.sid, token)
         logs.register_secret(token)
-        logs.register_secret(self._auth.split(" ", 1)[1])  # the header form, base64
+        logs.register_secret(shared.auth.split(" ", 1)[1])  # the header form, base64
         return True
 
     async def reload_token(self) -> bool:
@@ -368,23 +453,24 @@ class RestcommClient:
         return f"{self.base_url}/{self.api_version}/Accounts/{self.account_sid}"
 
     async def __aenter__(self) -> RestcommClient:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._connections),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"User-Agent": USER_AGENT},
-        )
+        if self._shared.session is None:
+            self._shared.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": USER_AGENT},
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        session, self._shared.session = self._shared.session, None
+        if session is not None:
+            await session.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+        if self._shared.session is None:
             raise RuntimeError("RestcommClient used outside 'async with'")
-        return self._session
+        return self._shared.session
 
     def _headers_for(self, url: str, accept: str) -> dict[str, str]:
         headers = {"Accept": accept}
@@ -448,6 +534,9 @@ class RestcommClient:
                     self._note_date(resp)
                     if resp.status == 401 and not reread and await self.reload_token():
                         continue  # the token was rotated: once more with the new one
+                    if resp.status in (401, 403):
+                        text = await resp.text(errors="replace")
+                        self._raise_for_status(resp.status, resp.headers, what, text)
                     if resp.status != 404:
                         self._raise_for_status(resp.status, resp.headers, what)
                     return resp.status, await resp.text(errors="replace")
@@ -458,16 +547,30 @@ class RestcommClient:
                 ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _raise_for_status(self, status: int, headers: Mapping[str, str], what: str) -> None:
-        if status == 401:
+    def _whose(self) -> str:
+        if self.account_sid == self.credentials_sid:
+            return f"account {self.account_sid}"
+        return f"account {self.account_sid} (reached with {self.credentials_sid}'s credentials)"
+
+    def _raise_for_status(
+        self, status: int, headers: Mapping[str, str], what: str, body: str = ""
+    ) -> None:
+        code, said = platform_error(body)
+        if status == 401 and code != ACCOUNT_NOT_ACTIVE:
             raise SourceAuthError(
-                f"{what}: 401 credentials rejected for account {self.account_sid} "
+                f"{what}: 401 credentials rejected for account {self.credentials_sid}{said} "
                 "(check source.account_sid and source.auth_token)"
             )
-        if status == 403:
-            raise SourceAuthError(
-                f"{what}: 403 forbidden for account {self.account_sid} "
-                "(account not active, or the token lacks Read/Delete:Recordings)"
+        if status in (401, 403):
+            reason = (
+                "the account is not active (closed or suspended)"
+                if code == ACCOUNT_NOT_ACTIVE or "not active" in body
+                else "account not active, not reachable with these credentials, or the token "
+                "lacks Read/Delete:Recordings"
+            )
+            raise AccountUnavailable(
+                f"{what}: {status} forbidden for {self._whose()}{said} ({reason})",
+                account_sid=self.account_sid,
             )
         if status in _RETRYABLE_STATUS:
             retry_after = parse_retry_after(headers.get("Retry-After"))
@@ -507,11 +610,44 @@ class RestcommClient:
                     learned = offset_of(item["date_created"])
                     if learned is not None:
                         self.server_tz = learned
-        items = [parse_recording(item, self.server_tz, self.account_sid) for item in raw]
+        items = [
+            self.owned(parse_recording(item, self.server_tz, self.account_sid)) for item in raw
+        ]
         # Only the page itself tells the end: a full page's num_pages/next_page_uri may be
         # another request's (the server's converter is shared between requests).
         last = len(raw) < page_size
         return Page(page, page_size, total, num_pages, items, last)
+
+    # ---------------------------------------------------------------- accounts
+
+    async def list_accounts(self) -> list[Account]:
+        """The sub-accounts these credentials own: Restcomm's ``Accounts.json`` is a bare
+        array of the authenticated account's direct children (no paging)."""
+        url = f"{self.base_url}/{self.api_version}/Accounts.json"
+        status, text = await self._api("GET", url, "accounts list")
+        if status != 200:
+            raise SourceProtocolError(f"accounts list: {public_url(url)} answered HTTP {status}")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise SourceProtocolError(f"accounts list is not JSON (starts {text[:60]!r})") from None
+        if isinstance(body, dict) and isinstance(body.get("accounts"), list):
+            body = body["accounts"]
+        if not isinstance(body, list):
+            raise SourceProtocolError("accounts list is not an array of accounts")
+        return [parse_account(item, self.credentials_sid) for item in body]
+
+    def owned(self, item: Recording | InvalidItem) -> Recording | InvalidItem:
+        """A listed recording of another account than the one listed is not taken for this
+        one's (its key, its media URL and its deletion would all be another account's)."""
+        if isinstance(item, Recording) and item.account_sid != self.account_sid:
+            return InvalidItem(
+                item.sid,
+                f"listed under account {self.account_sid} but says it belongs to "
+                f"{item.account_sid}",
+                item.source,
+            )
+        return item
 
     async def check(self) -> int:
         """Reach the list with the credentials; returns the total the server reports."""
@@ -560,6 +696,11 @@ class RestcommClient:
                         if await self.reload_token():  # rotated: start again from our URL
                             url, hops = first, 0
                             continue
+                    if resp.status in (401, 403) and sent_auth:
+                        text = await resp.text(errors="replace")
+                        self._raise_for_status(
+                            resp.status, resp.headers, f"media {public_url(url)}", text
+                        )
                     yield self._media_body(resp, ext, url, sent_auth)
                     return
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:

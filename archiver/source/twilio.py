@@ -26,11 +26,19 @@ from typing import Any
 from urllib.parse import urlencode, urljoin
 
 from archiver.errors import SourceProtocolError
-from archiver.model import InvalidItem, Item, Page
-from archiver.source.restcomm import RestcommClient, origin_of, parse_recording, public_url
+from archiver.model import Account, InvalidItem, Item, Page
+from archiver.source.restcomm import (
+    RestcommClient,
+    origin_of,
+    parse_account,
+    parse_recording,
+    platform_error,
+    public_url,
+)
 
 API_VERSION = "2010-04-01"
 MAX_PAGE_SIZE = 1000
+MAX_ACCOUNT_PAGES = 1000  # a million accounts: a list that runs on is a broken server
 NOT_READY = ("processing", "in-progress", "paused", "stopped")
 
 
@@ -57,7 +65,7 @@ class TwilioClient(RestcommClient):
         status, text = await self._api("GET", url, "list page")
         if status != 200:
             raise SourceProtocolError(
-                f"list page: {public_url(url)} answered HTTP {status}{_twilio_error(text)}"
+                f"list page: {public_url(url)} answered HTTP {status}{platform_error(text)[1]}"
             )
         return self._parse_cursor_page(text, page_size)
 
@@ -81,34 +89,56 @@ class TwilioClient(RestcommClient):
             if isinstance(raw, dict) and raw.get("status") == "deleted":
                 continue  # never work: the platform has deleted it
             items.append(self._item(raw))
-        cursor = body.get("next_page_uri")
-        following: str | None = None
-        if isinstance(cursor, str) and cursor and cursor != "null":
-            following = urljoin(self._origin + "/", cursor)
-            if origin_of(following) != self._origin:
-                raise SourceProtocolError(
-                    f"next_page_uri points at {origin_of(following)}, not {self._origin}: "
-                    "not followed (credentials never leave the configured origin)"
-                )
+        following = self._next_page(body)
         page_no = body["page"] if isinstance(body.get("page"), int) else 0
         return Page(page_no, page_size, 0, 0, items, last=following is None, cursor=following)
 
+    def _next_page(self, body: dict[str, Any]) -> str | None:
+        """The absolute URL of the next page, only on the configured origin."""
+        cursor = body.get("next_page_uri")
+        if not (isinstance(cursor, str) and cursor and cursor != "null"):
+            return None
+        following = urljoin(self._origin + "/", cursor)
+        if origin_of(following) != self._origin:
+            raise SourceProtocolError(
+                f"next_page_uri points at {origin_of(following)}, not {self._origin}: "
+                "not followed (credentials never leave the configured origin)"
+            )
+        return following
+
+    async def list_accounts(self) -> list[Account]:
+        """Every account these credentials reach (``Accounts.json``: the main account and
+        its sub-accounts), following ``next_page_uri`` page by page."""
+        url: str | None = f"{self.base_url}/{API_VERSION}/Accounts.json?PageSize={MAX_PAGE_SIZE}"
+        found: list[Account] = []
+        pages = 0
+        while url is not None:
+            pages += 1
+            if pages > MAX_ACCOUNT_PAGES:
+                raise SourceProtocolError(f"accounts list ran past {MAX_ACCOUNT_PAGES} pages")
+            status, text = await self._api("GET", url, "accounts list")
+            if status != 200:
+                raise SourceProtocolError(
+                    f"accounts list: {public_url(url)} answered HTTP {status}"
+                    f"{platform_error(text)[1]}"
+                )
+            try:
+                body = json.loads(text)
+            except ValueError:
+                raise SourceProtocolError(
+                    f"accounts list is not JSON (starts {text[:60]!r})"
+                ) from None
+            if not isinstance(body, dict) or not isinstance(body.get("accounts"), list):
+                raise SourceProtocolError("accounts list has no 'accounts' array")
+            found += [parse_account(item) for item in body["accounts"]]
+            url = self._next_page(body)
+        return found
+
     def _item(self, raw: Any) -> Item:
-        item = parse_recording(raw, self.server_tz, self.account_sid)
+        item = self.owned(parse_recording(raw, self.server_tz, self.account_sid))
         if isinstance(raw, dict) and raw.get("status") == "absent" and item.sid is not None:
             code = raw.get("error_code")
             return InvalidItem(
                 item.sid, f"status 'absent': the platform has no media for it (code {code})", raw
             )
         return item
-
-
-def _twilio_error(text: str) -> str:
-    """``: code N: message`` from a Twilio error body, or ""."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return ""
-    if not isinstance(body, dict) or "code" not in body:
-        return ""
-    return f": code {body.get('code')}: {str(body.get('message', ''))[:200]}"

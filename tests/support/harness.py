@@ -59,6 +59,7 @@ class Harness:
         ):
             return {r[0]: r[1:] for r in await c.fetchall()}
 
-    async def watermark(self) -> datetime | None:
+    async def watermark(self, account: str | None = None) -> datetime | None:
+        """The watermark of ``account`` (default: the config's own account)."""
         async with Ledger(self.cfg.ledger.path) as ledger:
-            return await ledger.watermark()
+            return await ledger.watermark(account or self.cfg.source.account_sid)
