@@ -22,7 +22,7 @@ import os
 import secrets
 import sqlite3
 import stat
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,6 +293,9 @@ class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        # one explicit transaction at a time on the one connection: tasks of a pass (the
+        # accounts listed at once, the group commit) take turns
+        self._tx = asyncio.Lock()
 
     async def __aenter__(self) -> Ledger:
         try:
@@ -454,6 +457,19 @@ class Ledger:
                     await self.db.execute("ROLLBACK")
                 raise
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on any error; one at a time."""
+        async with self._tx:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                await self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:  # a failed COMMIT ends it: ROLLBACK would mask it
+                    await self.db.execute("ROLLBACK")
+                raise
+
     # ------------------------------------------------------------------ meta
 
     async def get_meta(self, key: str) -> str | None:
@@ -470,15 +486,9 @@ class Ledger:
 
     async def set_metas(self, values: dict[str, str]) -> None:
         """Set several meta keys in one transaction: all or none survive a crash."""
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             for key, value in values.items():
                 await self.set_meta(key, value)
-            await self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:  # a failed COMMIT has ended it already
-                await self.db.execute("ROLLBACK")
-            raise
 
     # Every meta key has its accessor here; nothing outside the ledger names a key.
 
@@ -503,16 +513,10 @@ class Ledger:
         legacy = await self.get_meta(META_WATERMARK)
         if legacy is None or await self.watermark(account) is not None:
             return False
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             await self._ensure_account(account)
             await self.db.execute("UPDATE accounts SET watermark=? WHERE sid=?", (legacy, account))
             await self.db.execute("DELETE FROM meta WHERE key=?", (META_WATERMARK,))
-            await self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                await self.db.execute("ROLLBACK")
-            raise
         return True
 
     async def _ensure_account(self, account: str, now: float | None = None) -> None:
@@ -606,16 +610,10 @@ class Ledger:
                 "first_seen=COALESCE(accounts.first_seen, excluded.first_seen)"
             )
             values = [(a.sid, a.status, a.friendly_name, origin, now, now) for a in accounts]
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             await self.db.executemany(upsert, values)
             if refreshed:
                 await self.set_meta(META_ACCOUNTS_REFRESHED_AT, str(now))
-            await self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                await self.db.execute("ROLLBACK")
-            raise
 
     async def known_accounts(self, origin: str | None = None) -> list[Account]:
         """Every account the ledger has a row for (of ``origin`` only), as last listed."""
@@ -633,8 +631,7 @@ class Ledger:
         the problem that kept it from being listed or fetched, if any)."""
         if not outcomes:
             return
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             await self.db.executemany(
                 "INSERT INTO accounts (sid, first_seen, last_seen) VALUES (?, ?, ?) "
                 "ON CONFLICT(sid) DO NOTHING",
@@ -648,11 +645,6 @@ class Ledger:
                     for sid, (complete, problem) in outcomes.items()
                 ],
             )
-            await self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                await self.db.execute("ROLLBACK")
-            raise
 
     async def account_states(self, totals: dict[str, int] | None = None) -> list[AccountState]:
         """Every account's row and its recordings by state (for ``status`` and metrics).
@@ -715,8 +707,7 @@ class Ledger:
         new = invalid = 0
         listed: list[str] = []
         relisted: list[str] = []
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             for item in items:
                 if isinstance(item, Recording):
                     listed.append(item.sid)
@@ -761,11 +752,6 @@ class Ledger:
                     (now, *listed),
                 ) as cur:
                     relisted = [str(r[0]) for r in await cur.fetchall()]
-            await self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:  # a failed COMMIT ends it: ROLLBACK would mask the cause
-                await self.db.execute("ROLLBACK")
-            raise
         return new, invalid, relisted
 
     async def insert_rebuilt(self, rows: Sequence[RebuiltRow], now: float) -> int:
@@ -791,8 +777,7 @@ class Ledger:
             for r in rows
         ]
         before = self.db.total_changes
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             await self.db.executemany(
                 "INSERT INTO recordings (sid, account_sid, call_sid, date_created, "
                 "created_epoch, duration, ext, source, state, size, sha256, archive_key, "
@@ -800,11 +785,6 @@ class Ledger:
                 "VALUES (?,?,?,?,?,?,?,?,'archived',?,?,?,?,?,?) ON CONFLICT(sid) DO NOTHING",
                 values,
             )
-            await self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                await self.db.execute("ROLLBACK")
-            raise
         return self.db.total_changes - before
 
     async def get(self, sid: str) -> Row | None:
@@ -907,8 +887,7 @@ class Ledger:
             (c.key, c.size, c.sha256, c.archived_at, now, now, c.sid) for c in copies if c.fresh
         ]
         resumed = [(now, now, c.sid) for c in copies if not c.fresh]
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             if fresh:
                 await self.db.executemany(
                     "UPDATE recordings SET state='verified', archive_key=?, size=?, sha256=?, "
@@ -922,11 +901,6 @@ class Ledger:
                     "next_attempt_at=NULL, updated_at=? WHERE sid=? AND state='archived'",
                     resumed,
                 )
-            await self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                await self.db.execute("ROLLBACK")
-            raise
 
     async def mark_failed(
         self,

@@ -110,8 +110,13 @@ def _print_pass(result: PassResult) -> None:
     )
     for sid, reason in result.failures[:20]:
         print(f"  failed {sid}: {reason}")
+    if len(result.accounts) > 1:
+        print(f"accounts     {len(result.accounts)} listed, {len(result.problems)} unreachable")
+    for sid, problem in list(result.problems.items())[:20]:
+        print(f"  account {sid}: {problem}; its recordings wait for the next pass")
     if not result.scan.complete:
-        print(f"listing incomplete: {result.scan.reason}; the watermark was not moved")
+        moved = "its watermark" if len(result.accounts) > 1 else "the watermark"
+        print(f"listing incomplete: {result.scan.reason}; {moved} was not moved")
     if result.stopped_early:
         print("interrupted: the pass stopped before all work was done; run sync again")
     if result.outstanding is not None:
