@@ -58,9 +58,12 @@ class SourceUnavailable(SourceError):
 
     transient = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, throttled: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.throttled = throttled  # a 429: the platform asks us to slow down, nothing failed
 
 
 class SourceAuthError(SourceError):
@@ -95,9 +98,12 @@ class MediaUnavailable(MediaError):
 
     transient = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, throttled: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.throttled = throttled  # a 429: the platform asks us to slow down, nothing failed
 
 
 class MediaDamaged(MediaError):

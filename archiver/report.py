@@ -37,6 +37,7 @@ class PassResult:
     deleted: int = 0
     would_delete: int = 0
     delete_skipped: int = 0
+    throttled: int = 0  # left due, uncharged, after the platform kept answering 429
     # what is left to do once the pass ended (the whole ledger, not only this pass's work)
     outstanding: Outstanding | None = None
     accounts: dict[str, AccountPass] = field(default_factory=dict)
@@ -118,6 +119,7 @@ class PassResult:
             "deleted": self.deleted,
             "would_delete": self.would_delete,
             "delete_skipped": self.delete_skipped,
+            "throttled": self.throttled,
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "duration_s": round(self.finished_at - self.started_at, 3),
             "stopped_early": self.stopped_early,

@@ -330,6 +330,12 @@ class Outage:
     async def _charge(self) -> None:
         pending, self._pending = self._pending, []
         for row, exc in pending:
+            if getattr(exc, "throttled", False):
+                # the platform asked us to slow down (429): nothing failed, so nothing is
+                # charged; the recording stays due for the next pass, at a lower concurrency
+                self._result.throttled += 1
+                log.warning("recording.throttled", sid=row.sid, error=str(exc))
+                continue
             await self._transfers.fail(row, exc, self._result)
 
 

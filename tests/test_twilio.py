@@ -102,16 +102,22 @@ async def test_the_demo_runs_offline_on_every_platform(tmp_path: Path, platform:
     assert len([p for p in (tmp_path / "d").rglob("*.wav")]) == 30
 
 
-async def test_concurrency_within_the_accounts_cap_archives_everything(tmp_path: Path) -> None:
-    """Twilio caps concurrent requests per account (429, code 20429). archiver does not yet
-    adapt its concurrency to the cap (README "Platforms"): set source.concurrency within it."""
-    async with TwilioSimulator(seed=5, concurrency_limit=1) as sim:
-        sim.generate(12, start=datetime.now(UTC) - timedelta(hours=1))
-        sim.latency = 0.02  # requests take a while: a second one in flight would be refused
-        cfg = config(tmp_path, sim, concurrency=1)
+async def test_concurrency_adapts_to_the_accounts_cap_and_no_recording_is_charged(
+    tmp_path: Path,
+) -> None:
+    """Twilio caps concurrent requests per account (429, code 20429): the client halves its
+    concurrency for that account on each 429 and grows it back while answers come without."""
+    async with TwilioSimulator(seed=5, concurrency_limit=2) as sim:
+        sim.generate(24, start=datetime.now(UTC) - timedelta(hours=1))
+        sim.latency = 0.02  # requests take a while: more than two in flight are refused
+        cfg = config(tmp_path, sim, concurrency=8)
         code, out, err = await run_cli("--config", str(cfg), "sync")
         assert code == 0, out + err
-        assert "archived 12, verified 12, failed 0" in out, out
+        assert "archived 24, verified 24, failed 0" in out, out
+        throttled = [q for q in sim.requests if q.status == 429]
+        assert throttled, "the cap was never reached: the test proves nothing"
+        assert "source.throttled" in out + err  # the operator sees it slowed down
+        assert sim.peak_in_flight <= 8
 
 
 AT = "Tue, 01 Dec 2026 {:02d}:00:00 +0000"

@@ -21,33 +21,45 @@ from archiver.lock import WriterLock
 log = structlog.get_logger("archiver.cli")
 
 
-def _simulator(platform: str, recordings: int, now: datetime) -> Any:
-    """The bundled simulator of ``platform``, with ``recordings`` over the last three hours."""
+def _simulator(platform: str, recordings: int, now: datetime, subaccounts: int = 0) -> Any:
+    """The bundled simulator of ``platform``, with ``recordings`` over the last three hours
+    (in each of ``subaccounts`` sub-accounts too)."""
     from archiver.simulator import RestcommSimulator, SignalWireSimulator, TwilioSimulator
 
     spacing = timedelta(seconds=max(3 * 10_800 // max(recordings, 1), 1))
     start = now - timedelta(hours=3)
     if platform == "restcomm":
         restcomm = RestcommSimulator()
-        restcomm.generate(
-            recordings,
-            start=start,
-            spacing=spacing,
-            same_second_every=3,  # same-second groups that straddle page boundaries, as in life
-            ext_mp4_every=25,
-        )
+        for owner in _owners(restcomm, subaccounts):
+            restcomm.generate(
+                recordings,
+                start=start,
+                spacing=spacing,
+                same_second_every=3,  # same-second groups straddle page boundaries, as in life
+                ext_mp4_every=25,
+                account_sid=owner,
+            )
         return restcomm
     twilio = TwilioSimulator() if platform == "twilio" else SignalWireSimulator()
-    twilio.generate(recordings, start=start, spacing=spacing, same_second_every=3)
+    for owner in _owners(twilio, subaccounts):
+        twilio.generate(
+            recordings, start=start, spacing=spacing, same_second_every=3, account_sid=owner
+        )
     return twilio
 
 
-async def cmd_demo(recordings: int, out: str, platform: str = "restcomm") -> int:
+def _owners(sim: Any, subaccounts: int) -> list[str | None]:
+    return [None, *(sim.add_subaccount(f"customer {i + 1}").sid for i in range(subaccounts))]
+
+
+async def cmd_demo(
+    recordings: int, out: str, platform: str = "restcomm", subaccounts: int = 0
+) -> int:
     out_dir = Path(out).resolve()
     reused = (out_dir / "ledger.sqlite3").exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC).replace(microsecond=0)
-    sim = _simulator(platform, recordings, now)
+    sim = _simulator(platform, recordings, now, subaccounts)
     async with sim:
         settings: dict[str, dict[str, Any]] = {
             "source": {
@@ -57,6 +69,7 @@ async def cmd_demo(recordings: int, out: str, platform: str = "restcomm") -> int
                 "auth_token": sim.auth_token,
                 "page_size": 50,
                 "start_time": (now - timedelta(days=1)).isoformat(),
+                "subaccounts": subaccounts > 0,
             },
             "archive": {"backend": "local", "path": str(out_dir / "recordings")},
             "ledger": {"path": str(out_dir / "ledger.sqlite3")},
@@ -65,9 +78,10 @@ async def cmd_demo(recordings: int, out: str, platform: str = "restcomm") -> int
         config_file = out_dir / "archiver.toml"
         config_file.write_text(_toml(settings))
         logs.register_secret(cfg.source.auth_token)
+        accounts = f" and {subaccounts} sub-accounts, each" if subaccounts else ","
         print(
-            f"simulator    {platform} at {sim.base_url} ({recordings} recordings, account "
-            f"{sim.account_sid})"
+            f"simulator    {platform} at {sim.base_url} (account {sim.account_sid}"
+            f"{accounts} {recordings} recordings)"
         )
         if reused:
             print(

@@ -113,7 +113,7 @@ def _main(argv: list[str]) -> int:
         if name == "demo":
             args.log_level = args.log_level or "warning"  # the summary is the demo's output
             configure_logging(args, None)
-            return asyncio.run(cmd_demo(args.recordings, args.out, args.platform))
+            return asyncio.run(cmd_demo(args.recordings, args.out, args.platform, args.subaccounts))
         cfg = load(args)
         logs.register_secret(cfg.source.auth_token)
         configure_logging(args, cfg)

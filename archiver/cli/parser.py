@@ -293,6 +293,7 @@ def _tool_commands(command: Command, sub: argparse._SubParsersAction[Any]) -> No
         "archiver demo",
         "archiver demo --recordings 2000 --out /tmp/demo",
         "archiver demo --platform twilio --out /tmp/demo-twilio",
+        "archiver demo --subaccounts 3 --out /tmp/demo-accounts",
     )
     demo.add_argument("--recordings", type=int, default=DEFAULT_DEMO_RECORDINGS)
     demo.add_argument(
@@ -300,6 +301,13 @@ def _tool_commands(command: Command, sub: argparse._SubParsersAction[Any]) -> No
         choices=("restcomm", "twilio", "signalwire"),
         default="restcomm",
         help="which platform's API the simulator speaks (default: restcomm)",
+    )
+    demo.add_argument(
+        "--subaccounts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N sub-accounts with --recordings each, all archived (source.subaccounts = true)",
     )
     demo.add_argument("--out", default="demo-output", help="folder for the archive and ledger")
     sub.add_parser(

@@ -72,7 +72,8 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="twilio/signalwire: N active sub-accounts, each with --recordings of its own",
+        help="N active sub-accounts, each with --recordings of its own (archive them all with "
+        "[source] subaccounts = true)",
     )
     parser.add_argument(
         "--concurrency-limit",
@@ -87,8 +88,8 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
 
 def _simulator(args: argparse.Namespace) -> Simulator:
     if args.platform == "restcomm":
-        if args.subaccounts or args.concurrency_limit is not None:
-            raise SystemExit("--subaccounts and --concurrency-limit are for twilio/signalwire")
+        if args.concurrency_limit is not None:
+            raise SystemExit("--concurrency-limit is for twilio/signalwire")
         if args.account_sid is None:
             return RestcommSimulator(
                 auth_token=args.auth_token, seed=args.seed, media_mode=args.media_mode
@@ -113,8 +114,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     groups = math.ceil(args.recordings / max(args.same_second_every, 1))
     start = datetime.now(UTC).replace(microsecond=0) - spacing * groups
     owners: list[str | None] = [None]
-    if isinstance(sim, TwilioSimulator):
-        owners += [sim.add_subaccount(f"sub-account {i}").sid for i in range(args.subaccounts)]
+    owners += [sim.add_subaccount(f"sub-account {i}").sid for i in range(args.subaccounts)]
     for owner in owners:
         recs = sim.generate(
             args.recordings,
@@ -132,10 +132,9 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     print(f"auth_token:   {sim.auth_token}", flush=True)
     print(f"recordings:   {len(sim.recordings)}", flush=True)
     print(f"storage:      {sim.storage_origin}", flush=True)
-    if isinstance(sim, TwilioSimulator):
-        for account in sim.accounts.values():
-            if account.owner_sid is not None:
-                print(f"subaccount:   {account.sid} ({account.auth_token})", flush=True)
+    for account in sim.store.accounts.values():
+        if account.owner_sid is not None:
+            print(f"subaccount:   {account.sid} ({account.auth_token})", flush=True)
     print(f"oldest:       {start.isoformat()}", flush=True)
     try:
         await asyncio.Event().wait()

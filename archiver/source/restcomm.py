@@ -208,6 +208,56 @@ class RateLimiter:
             self._next = max(now, self._next) + self.interval
 
 
+class ConcurrencyGate:
+    """Requests in flight for one account, at most :attr:`allowed`. A 429 (Twilio's 20429:
+    too many concurrent requests) halves it; every ``allowed`` answers without one grow it by
+    one, back up to the ceiling (additive increase, multiplicative decrease, as TCP does)."""
+
+    def __init__(self, ceiling: int, account_sid: str) -> None:
+        self.ceiling = max(ceiling, 1)
+        self.allowed = self.ceiling
+        self.in_flight = 0
+        self.account_sid = account_sid
+        self._good = 0
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[_GateSlot]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.allowed)
+            self.in_flight += 1
+        slot = _GateSlot()
+        try:
+            yield slot
+        finally:
+            async with self._changed:
+                self.in_flight -= 1
+                self._settle(slot.throttled)
+                self._changed.notify_all()
+
+    def _settle(self, throttled: bool) -> None:
+        if throttled:
+            self._good = 0
+            if self.allowed > 1:
+                self.allowed = max(1, self.allowed // 2)
+                log.warning(
+                    "source.throttled",
+                    account=self.account_sid,
+                    concurrency=self.allowed,
+                    ceiling=self.ceiling,
+                )
+            return
+        self._good += 1
+        if self.allowed < self.ceiling and self._good >= self.allowed:
+            self._good = 0
+            self.allowed += 1
+
+
+@dataclass
+class _GateSlot:
+    throttled: bool = False
+
+
 @dataclass
 class MediaBody:
     """A streamed, checked media body. Iterate it once; ``size``/``sha256`` are final after."""
@@ -382,6 +432,7 @@ class RestcommClient:
         self.server_tz = server_tz
         self.configured_tz = server_tz is not None
         self._connections = connections
+        self._gate = ConcurrencyGate(connections, self.account_sid)
         self._warned_foreign = False
 
     def for_account(self, account_sid: str) -> Self:
@@ -393,6 +444,7 @@ class RestcommClient:
         view.account_sid = validate_sid(account_sid, "account_sid")
         view._own_prefix = f"{self.base_url}/{self.api_version}/Accounts/{view.account_sid}/"
         view.server_now = None
+        view._gate = ConcurrencyGate(self._connections, view.account_sid)  # the cap is per account
         return view
 
     @property
@@ -523,18 +575,22 @@ class RestcommClient:
         for reread in (False, True):
             await self._limiter.acquire()
             try:
-                async with self.session.request(
-                    method,
-                    url,
-                    headers=self._headers_for(url, "application/json"),
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=self._timeout),
-                ) as resp:
+                async with (
+                    self._gate.slot() as slot,
+                    self.session.request(
+                        method,
+                        url,
+                        headers=self._headers_for(url, "application/json"),
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=self._timeout),
+                    ) as resp,
+                ):
                     self._count(resp.status)
                     self._note_date(resp)
+                    slot.throttled = resp.status == 429
                     if resp.status == 401 and not reread and await self.reload_token():
                         continue  # the token was rotated: once more with the new one
-                    if resp.status in (401, 403):
+                    if resp.status in (401, 403, 429):
                         text = await resp.text(errors="replace")
                         self._raise_for_status(resp.status, resp.headers, what, text)
                     if resp.status != 404:
@@ -577,7 +633,9 @@ class RestcommClient:
             if status == 429:
                 self._limiter.penalize(retry_after or 1.0)
             raise SourceUnavailable(
-                f"{what}: HTTP {status} from the source", retry_after=retry_after
+                f"{what}: HTTP {status} from the source{said}",
+                retry_after=retry_after,
+                throttled=status == 429,
             )
 
     def _parse_page(self, text: str, page: int, page_size: int) -> Page:
@@ -666,43 +724,45 @@ class RestcommClient:
         first = url = self.media_url(sid, ext)
         reread = False
         try:
-            hops = 0
-            while True:
-                if hops > DEFAULT_MAX_REDIRECTS:
-                    raise MediaInvalid(f"more than {DEFAULT_MAX_REDIRECTS} redirects for {sid}")
-                hops += 1
-                headers = {**self._headers_for(url, "*/*"), "Accept-Encoding": "identity"}
-                await self._limiter.acquire()
-                async with self.session.get(
-                    url,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, connect=self._timeout, sock_read=self._timeout
-                    ),
-                ) as resp:
-                    self._count(resp.status)
-                    if resp.status in (301, 302, 303, 307, 308):
-                        location = resp.headers.get("Location")
-                        if not location:
-                            raise MediaInvalid(f"HTTP {resp.status} redirect without Location")
-                        url = urljoin(url, location)
-                        if urlsplit(url).scheme not in ("http", "https"):
-                            raise MediaInvalid("redirect to a non-HTTP URL refused")
-                        continue
-                    sent_auth = "Authorization" in headers
-                    if resp.status == 401 and sent_auth and not reread:
-                        reread = True
-                        if await self.reload_token():  # rotated: start again from our URL
-                            url, hops = first, 0
+            async with self._gate.slot() as slot:  # held until the body is read
+                hops = 0
+                while True:
+                    if hops > DEFAULT_MAX_REDIRECTS:
+                        raise MediaInvalid(f"more than {DEFAULT_MAX_REDIRECTS} redirects for {sid}")
+                    hops += 1
+                    headers = {**self._headers_for(url, "*/*"), "Accept-Encoding": "identity"}
+                    await self._limiter.acquire()
+                    async with self.session.get(
+                        url,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(
+                            total=None, connect=self._timeout, sock_read=self._timeout
+                        ),
+                    ) as resp:
+                        self._count(resp.status)
+                        slot.throttled = resp.status == 429
+                        if resp.status in (301, 302, 303, 307, 308):
+                            location = resp.headers.get("Location")
+                            if not location:
+                                raise MediaInvalid(f"HTTP {resp.status} redirect without Location")
+                            url = urljoin(url, location)
+                            if urlsplit(url).scheme not in ("http", "https"):
+                                raise MediaInvalid("redirect to a non-HTTP URL refused")
                             continue
-                    if resp.status in (401, 403) and sent_auth:
-                        text = await resp.text(errors="replace")
-                        self._raise_for_status(
-                            resp.status, resp.headers, f"media {public_url(url)}", text
-                        )
-                    yield self._media_body(resp, ext, url, sent_auth)
-                    return
+                        sent_auth = "Authorization" in headers
+                        if resp.status == 401 and sent_auth and not reread:
+                            reread = True
+                            if await self.reload_token():  # rotated: start again from our URL
+                                url, hops = first, 0
+                                continue
+                        if resp.status in (401, 403) and sent_auth:
+                            text = await resp.text(errors="replace")
+                            self._raise_for_status(
+                                resp.status, resp.headers, f"media {public_url(url)}", text
+                            )
+                        yield self._media_body(resp, ext, url, sent_auth)
+                        return
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             self._count("error")
             raise MediaUnavailable(f"media {public_url(url)}: {describe_error(exc)}") from exc
@@ -723,7 +783,9 @@ class RestcommClient:
             if resp.status == 429:
                 self._limiter.penalize(retry_after or 1.0)
             raise MediaUnavailable(
-                f"media {where} answered HTTP {resp.status}", retry_after=retry_after
+                f"media {where} answered HTTP {resp.status}",
+                retry_after=retry_after,
+                throttled=resp.status == 429,
             )
         if resp.status in (401, 403) and not sent_auth:
             # a presigned storage URL refuses a key that is not uploaded yet: our credentials
