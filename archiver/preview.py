@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from archiver.accounts import Accounts
 from archiver.config import Config, parse_timezone
-from archiver.errors import LedgerError
+from archiver.errors import AccountUnavailable, LedgerError
 from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import SQLITE_HEADER, Ledger, Outstanding, Row
 from archiver.listing import ScanResult, lister_for, zone_slack
+from archiver.report import AccountPass, PassResult
 from archiver.source import Source
 from archiver.sync import listing_since
 
@@ -126,19 +128,37 @@ async def preview(
 ) -> Preview:
     """List into ``ledger`` (a throwaway copy) as a pass would; report what it would do."""
     now = datetime.fromtimestamp(clock(), UTC)
-    since = await listing_since(cfg.source, ledger, now, source.account_sid)
-    lister = lister_for(source)(
-        source,
-        ledger,
-        page_size=cfg.source.page_size,
-        zone_slack=zone_slack(
-            parse_timezone(cfg.source.server_timezone, "source.server_timezone"), now.year
-        ),
-        clock=clock,
-        journal=None,
-        hooks=hooks,
+    slack = zone_slack(
+        parse_timezone(cfg.source.server_timezone, "source.server_timezone"), now.year
     )
-    scan = await lister.scan(since)
+    await ledger.adopt_watermark(source.account_sid)  # a schema-3 ledger's, as sync would
+    accounts = Accounts(cfg.source, source, ledger, clock=clock)
+    listed = PassResult()
+    sids = await accounts.resolve()
+    starts: list[datetime] = []
+    for sid in sids:  # one after another: a preview is not in a hurry
+        view = accounts.client(sid)
+        start = await listing_since(cfg.source, ledger, now, sid)
+        starts.append(start)
+        lister = lister_for(view)(
+            view,
+            ledger,
+            page_size=cfg.source.page_size,
+            zone_slack=slack,
+            clock=clock,
+            journal=None,
+            hooks=hooks,
+        )
+        part = listed.accounts.setdefault(sid, AccountPass())
+        try:
+            part.scan = await lister.scan(start)
+        except AccountUnavailable as exc:
+            if len(sids) == 1:
+                raise
+            part.problem = str(exc)
+            part.scan = ScanResult(complete=False, reason=str(exc), unreachable=True)
+    listed.merge_scans()
+    since, scan = min(starts), listed.scan
     max_attempts = cfg.source.max_attempts
     found = Preview(since, scan, await ledger.outstanding(clock(), max_attempts))
     after: tuple[float, str] | None = None

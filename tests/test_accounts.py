@@ -310,3 +310,34 @@ async def test_a_ledger_written_by_release_0_1_0_is_migrated_in_place(tmp_path: 
     assert account["watermark"] == max(r.date_created for r in later).isoformat()
     code, out, err = await run_cli("--config", str(cfg), "audit", "verify", "--journal-only")
     assert code == 0, out + err  # the release's journal chain goes on unbroken
+
+
+async def test_check_reaches_every_account_and_names_the_unreachable_one(
+    tmp_path: Path, twilio_sim: TwilioSimulator
+) -> None:
+    ok = twilio_sim.add_subaccount("ok")
+    twilio_sim.add_subaccount("suspended", status="suspended")
+    closed = twilio_sim.add_subaccount("closed", status="closed")
+    cfg = config(
+        tmp_path, twilio_sim, subaccounts=True, accounts=[twilio_sim.account_sid, closed.sid]
+    )
+    code, out, err = await run_cli("--config", str(cfg), "check")
+    assert code == 1, out + err
+    assert "accounts     1 active sub-accounts listed; 2 not archived (closed, suspended)" in out
+    assert f"account {ok.sid}: ok" in out
+    assert f"account {closed.sid}:" in out and "not active" in out
+
+
+async def test_a_dry_run_lists_every_account_and_writes_nothing(
+    tmp_path: Path, sim: RestcommSimulator
+) -> None:
+    sub = sim.add_subaccount("one")
+    make(sim, 2)
+    make(sim, 3, sub.sid)
+    cfg = config(tmp_path, sim, subaccounts=True)
+    code, out, err = await run_cli("--config", str(cfg), "sync", "--dry-run")
+    assert code == 1, out + err  # five recordings would be archived: not done yet
+    assert "dry run      would archive 5 " in out, out
+    assert "listed       5 since" in out, out
+    assert not (tmp_path / "archive").exists() or not stored(tmp_path)
+    assert not any(q.method == "DELETE" or ".wav" in q.path for q in sim.requests)

@@ -32,9 +32,15 @@ from archiver.config import (
     plain_values,
     secret_file_of,
 )
-from archiver.errors import ArchiverError, ConfigError, ObjectLocked, VerificationFailed
+from archiver.errors import (
+    AccountUnavailable,
+    ArchiverError,
+    ConfigError,
+    ObjectLocked,
+    VerificationFailed,
+)
 from archiver.ledger import AccountState, Ledger, Row, iso
-from archiver.source import open_source
+from archiver.source import Source, open_source
 from archiver.storage import Storage, open_storage
 from archiver.storage.base import check_sidecar
 from archiver.sync import Syncer, lag_seconds
@@ -374,6 +380,7 @@ async def cmd_check(cfg: Config) -> int:
     async with open_source(cfg.source) as client:
         total = await client.check()
         print(f"source       ok: {cfg.source.base_url} answers, {total} recordings listed")
+        unreachable = await _check_accounts(cfg, client)
     async with open_storage(cfg.archive) as storage:
         key = f"archiver-check/canary-{os.getpid()}-{int(time.time())}.txt"
         data = f"archiver canary {datetime.now(UTC).isoformat()}\n".encode()
@@ -396,4 +403,29 @@ async def cmd_check(cfg: Config) -> int:
     async with Ledger(cfg.ledger.path) as ledger:
         counts = await ledger.counts()
         print(f"ledger       ok: {cfg.ledger.path} ({sum(counts.values())} recordings)")
-    return EXIT_OK
+    return EXIT_FAILURES if unreachable else EXIT_OK
+
+
+async def _check_accounts(cfg: Config, client: Source) -> int:
+    """Reach every account the config archives besides its own; how many could not be."""
+    named = [sid for sid in cfg.source.accounts if sid != client.account_sid]
+    if cfg.source.subaccounts:
+        subs = [a for a in await client.list_accounts() if a.sid != client.account_sid]
+        active = [a.sid for a in subs if a.active]
+        inactive = sorted({a.status for a in subs if not a.active})
+        skipped = len(subs) - len(active)
+        print(
+            f"accounts     {len(active)} active sub-accounts listed"
+            + (f"; {skipped} not archived ({', '.join(inactive)})" if skipped else "")
+        )
+        named += [sid for sid in active if sid not in named]
+    unreachable = 0
+    for sid in named:
+        try:
+            total = await client.for_account(sid).check()
+        except AccountUnavailable as exc:
+            unreachable += 1
+            print(f"  account {sid}: {exc}")
+        else:
+            print(f"  account {sid}: ok, {total} recordings listed")
+    return unreachable
