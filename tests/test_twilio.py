@@ -104,7 +104,7 @@ async def test_the_demo_runs_offline_on_every_platform(tmp_path: Path, platform:
 
 async def test_concurrency_within_the_accounts_cap_archives_everything(tmp_path: Path) -> None:
     """Twilio caps concurrent requests per account (429, code 20429). archiver does not yet
-    adapt its concurrency to the cap (README "Platforms"): set source.concurrency within it."""
+    adapt its concurrency to the cap (docs/platforms.md): set source.concurrency within it."""
     async with TwilioSimulator(seed=5, concurrency_limit=1) as sim:
         sim.generate(12, start=datetime.now(UTC) - timedelta(hours=1))
         sim.latency = 0.02  # requests take a while: a second one in flight would be refused
