@@ -1,11 +1,14 @@
 """The docs say what the code does: docs/configuration.md lists every config key with the
-default the dataclasses hold."""
+default the dataclasses hold, the README keeps the two commands CI runs, the install steps
+start what the systemd unit runs, and every link between the docs lands on a file and a
+heading that exist."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+import shlex
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,3 +234,67 @@ def test_the_environment_overrides_are_documented() -> None:
     for name in named:  # each example names a real key
         section, _, key = name.removeprefix("ARCHIVER_").lower().partition("__")
         assert key in sections()[section], name
+
+
+# --- the README and the links between the docs ------------------------------------------
+
+README = ROOT / "README.md"
+DEMO = "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/archiver demo"
+
+
+def test_the_readme_keeps_the_two_commands_ci_relies_on() -> None:
+    block = README.read_text().split("## Two commands on a fresh machine", 1)[1].split("```")[1]
+    commands = [ln for ln in block.splitlines() if ln and not ln.startswith(("sh", "#"))]
+    assert commands == [DEMO, "scripts/test"]
+    assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("exec scripts/test")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL)
+    return {slug(m) for m in re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE)}
+
+
+DOC_FILES = [README, *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_link_lands(doc: Path) -> None:
+    text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.DOTALL)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        file, _, anchor = target.partition("#")
+        landed = (doc.parent / file).resolve() if file else doc
+        assert landed.exists(), f"{doc.name}: {target} is missing"
+        if anchor:
+            assert landed.suffix == ".md", target
+            assert anchor in anchors(landed), f"{doc.name}: {target}: no such heading"
+
+
+def test_the_docs_folder_is_linked_from_the_readme() -> None:
+    readme = README.read_text()
+    for doc in DOCS.glob("*.md"):
+        assert f"](docs/{doc.name}" in readme, f"README links no {doc.name}"
+
+
+def test_the_getting_started_steps_install_what_the_unit_starts() -> None:
+    steps = (DOCS / "getting-started.md").read_text()
+    unit = (ROOT / "systemd" / "archiver.service").read_text()
+    exec_start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    binary, *args = shlex.split(exec_start.removeprefix("ExecStart="))
+    venv = binary.removesuffix("/bin/archiver")
+    assert f"python3 -m venv {venv}\n" in steps and f"{venv}/bin/pip install ." in steps
+    config = args[args.index("--config") + 1]
+    assert f"config/archiver.example.toml {config}" in steps  # the config where the unit reads it
+    assert "cp systemd/archiver.service /etc/systemd/system/" in steps
+    credential = next(ln for ln in unit.splitlines() if ln.startswith("LoadCredential="))
+    name, _, source = credential.removeprefix("LoadCredential=").partition(":")
+    assert f"/dev/stdin {source} " in steps  # the token where the unit takes it from
+    assert f'auth_token_file = "${{CREDENTIALS_DIRECTORY}}/{name}"' in steps
+    assert f"CREDENTIALS_DIRECTORY={Path(source).parent} {binary} --config {config}" in steps
