@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from archiver import config
-from archiver.config import Config, format_duration, parse_duration, parse_size, parse_timestamp
+from archiver.config import (
+    Config,
+    ServerConfig,
+    format_duration,
+    parse_duration,
+    parse_size,
+    parse_timestamp,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -298,3 +306,19 @@ def test_the_getting_started_steps_install_what_the_unit_starts() -> None:
     assert f"/dev/stdin {source} " in steps  # the token where the unit takes it from
     assert f'auth_token_file = "${{CREDENTIALS_DIRECTORY}}/{name}"' in steps
     assert f"CREDENTIALS_DIRECTORY={Path(source).parent} {binary} --config {config}" in steps
+
+
+def yaml_blocks(doc: Path) -> list[Any]:
+    return [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.DOTALL)]
+
+
+def test_the_alert_rules_parse_and_the_down_alert_watches_the_documented_job() -> None:
+    (rules,) = yaml_blocks(DOCS / "operating.md")
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert {"ArchiverDown", "ArchiverNoProgress", "ArchiverFailures"} <= alerts.keys()
+    (job,) = set(re.findall(r'up\{job="([^"]+)"\}', alerts["ArchiverDown"]["expr"]))
+    (prometheus,) = yaml_blocks(DOCS / "getting-started.md")
+    jobs = [s["job_name"] for s in prometheus["scrape_configs"]]
+    assert jobs == [job]
+    target = prometheus["scrape_configs"][0]["static_configs"][0]["targets"][0]
+    assert target == ServerConfig().listen  # what the default config serves
