@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# archiver: archives call recordings from a Restcomm platform to local disk or S3.
+# archiver: archives call recordings from a Restcomm, Twilio or SignalWire account to local disk
+# or S3. Building, tagging (the release version, never latest) and running: docs/deploying.md.
 #
 #   docker build -t archiver .
 #   docker run -d --name archiver \
@@ -54,7 +55,7 @@ COPY --from=builder /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /var/lib/archiver
 VOLUME /var/lib/archiver
-# /healthz (the loop is alive) and /readyz (source and archive reachable), [server] listen
+# /healthz (the loop is alive) and /readyz (ledger open, passes not failing), [server] listen
 EXPOSE 9108
 
 # The first SIGTERM drains in-flight transfers for [daemon] drain_timeout (default 30 s): stop

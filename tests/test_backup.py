@@ -42,7 +42,7 @@ async def test_a_backup_beside_the_daemon_restores_to_a_working_state(tmp_path: 
         for name in ("ledger.sqlite3", "journal.jsonl", "backup.json"):
             assert (folder / name).stat().st_mode & 0o777 == 0o600, name
         assert folder.stat().st_mode & 0o777 == 0o700
-        # the state volume is lost; restore from the backup as the README says
+        # the state volume is lost; restore from the backup as docs/operating.md says
         for lost in tmp_path.glob("l.sqlite3*"):
             lost.unlink()
         shutil.copy2(folder / "ledger.sqlite3", tmp_path / "l.sqlite3")

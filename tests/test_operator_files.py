@@ -49,7 +49,7 @@ def test_every_dashboard_query_names_an_exported_metric() -> None:
     named = {name for expr in exprs for name in re.findall(r"\barchiver_[a-z_]+", expr)}
     assert len(dash["panels"]) >= 12 and all(panel["title"] for panel in dash["panels"])
     assert named <= exported(), named - exported()
-    # the dashboard covers what the README's alerts watch: lag, failures, what is left
+    # the dashboard covers what the alerts in docs/operating.md watch: lag, failures, what is left
     for needed in (
         "archiver_archive_lag_seconds",
         "archiver_failures_total",
