@@ -493,9 +493,11 @@ class Ledger:
     # Every meta key has its accessor here; nothing outside the ledger names a key.
 
     async def oldest_watermark(self) -> datetime | None:
-        """The watermark of the account furthest behind (the one a lag alert is about)."""
+        """The watermark of the account furthest behind (the one a lag alert is about), of
+        the accounts still archived (a closed or suspended one's stays where it stopped)."""
         async with self.db.execute(
-            "SELECT MIN(watermark) FROM accounts WHERE watermark IS NOT NULL"
+            "SELECT MIN(watermark) FROM accounts WHERE watermark IS NOT NULL "
+            "AND (status IS NULL OR status = 'active')"
         ) as cur:
             row = await cur.fetchone()
         return datetime.fromisoformat(row[0]) if row is not None and row[0] else None
