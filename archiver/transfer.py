@@ -129,6 +129,7 @@ class Transfers(PassPart):
         does not grow with the backlog. An account found unreachable drops out of the turn."""
         now, tries = self.clock(), self.cfg.max_attempts
         owners = await self.ledger.accounts_due(now, tries)
+        outage.owners = set(owners)
         batch = DEFAULT_DUE_BATCH if len(owners) <= 1 else max(DEFAULT_DUE_BATCH // len(owners), 8)
         # a single owner (or none: nothing due) is read without the account filter, as always
         turns: dict[str | None, _Turn] = {
@@ -137,7 +138,7 @@ class Transfers(PassPart):
         while turns and not stopping.is_set() and outage.error is None:
             for sid in list(turns):
                 turn = turns[sid]
-                if sid is not None and result.unavailable(sid):
+                if sid is not None and result.unavailable(sid):  # unreachable, or its outage
                     del turns[sid]
                     continue
                 if not turn.rows:
@@ -166,7 +167,7 @@ class Transfers(PassPart):
         except (ArchiverError, ValueError) as exc:
             await self.fail(row, exc, result)
         else:
-            await outage.succeeded()
+            await outage.succeeded(row)
         finally:
             self.hooks.transfer_ended()
             if self.on_progress is not None:
@@ -291,44 +292,73 @@ class Outage:
     ``DEFAULT_OUTAGE_STREAK`` of them fail in a row, the source or the archive is down for
     everyone: the pass stops taking work and none of them is charged (their rows keep their
     state, so nothing is lost and the attempt budget is not spent on an outage).
+
+    With several accounts, the source's streak is counted per account: an account whose
+    recordings keep failing is that account's outage (reported, its work left uncharged for a
+    later pass) while the others go on; only when every account with work is down, or the
+    archive fails (everyone's, whatever the account), does the pass stop.
     """
 
     def __init__(self, transfers: Transfers, result: PassResult) -> None:
         self._transfers = transfers
         self._result = result
-        self._pending: list[tuple[Row, ArchiverError]] = []
+        self._many = transfers.accounts.many
+        self._pending: dict[str | None, list[tuple[Row, ArchiverError]]] = {}
+        self._down: set[str | None] = set()
+        self.owners: set[str | None] = set()  # the accounts with work this pass
         self.error: ArchiverError | None = None
 
-    async def failed(self, row: Row, exc: ArchiverError) -> None:
-        self._pending.append((row, exc))
-        if self.error is None and len(self._pending) >= DEFAULT_OUTAGE_STREAK:
-            self.error = exc
-            log.error(
-                "pass.outage",
-                error=str(exc),
-                error_type=type(exc).__name__,
-                failed_in_a_row=len(self._pending),
-            )
+    def _key(self, row: Row, exc: ArchiverError | None = None) -> str | None:
+        if not self._many or isinstance(exc, StorageError):
+            return None
+        return row.account_sid
 
-    async def succeeded(self) -> None:
+    async def failed(self, row: Row, exc: ArchiverError) -> None:
+        key = self._key(row, exc)
+        pending = self._pending.setdefault(key, [])
+        pending.append((row, exc))
+        if len(pending) < DEFAULT_OUTAGE_STREAK or key in self._down or self.error is not None:
+            return
+        if key is not None:  # one account of several
+            self._down.add(key)
+            problem = f"{len(pending)} recordings in a row failed: {exc}"
+            self._result.account_failed(key, problem)
+            log.error("account.outage", account=key, error=str(exc), failed_in_a_row=len(pending))
+            if self.owners and self.owners <= self._down:
+                self.error = exc  # every account with work is down: the source is
+            return
+        self.error = exc
+        log.error(
+            "pass.outage",
+            error=str(exc),
+            error_type=type(exc).__name__,
+            failed_in_a_row=len(pending),
+        )
+
+    async def succeeded(self, row: Row) -> None:
         if self.error is None:
-            await self._charge()
+            await self._charge(self._key(row))
+            if self._many:
+                await self._charge(None)  # an archive failure before this success was its own
 
     async def settle(self) -> None:
         """At the end of the transfers: charge what failed unless it was an outage, which
         then stops the pass (exit 3) with the last error."""
         if self.error is None:
-            await self._charge()
+            for key in list(self._pending):
+                if key not in self._down:
+                    await self._charge(key)
             return
         kind = StorageUnavailable if isinstance(self.error, StorageError) else SourceUnavailable
         where = "the archive" if kind is StorageUnavailable else "the source"
+        left = sum(len(p) for p in self._pending.values())
         raise kind(
-            f"{where} failed for {len(self._pending)} recordings in a row, so the pass stopped "
+            f"{where} failed for {left} recordings in a row, so the pass stopped "
             f"and charged none of them: {self.error}"
         )
 
-    async def _charge(self) -> None:
-        pending, self._pending = self._pending, []
+    async def _charge(self, key: str | None) -> None:
+        pending = self._pending.pop(key, [])
         for row, exc in pending:
             if getattr(exc, "throttled", False):
                 # the platform asked us to slow down (429): nothing failed, so nothing is

@@ -341,3 +341,37 @@ async def test_a_dry_run_lists_every_account_and_writes_nothing(
     assert "listed       5 since" in out, out
     assert not (tmp_path / "archive").exists() or not stored(tmp_path)
     assert not any(q.method == "DELETE" or ".wav" in q.path for q in sim.requests)
+
+
+async def test_an_account_whose_media_keeps_failing_is_its_own_outage(
+    tmp_path: Path, sim: RestcommSimulator
+) -> None:
+    sick, fine = sim.add_subaccount("sick"), sim.add_subaccount("fine")
+    stuck = make(sim, 4, sick.sid)
+    archived = make(sim, 5, fine.sid)
+    sim.inject(path=rf"/Accounts/{sick.sid}/Recordings/[^/]+\.wav$", times=None, status=503)
+    cfg = config(tmp_path, sim, accounts=[sick.sid, fine.sid], concurrency=1)
+    code, out, err = await run_cli("--config", str(cfg), "sync")
+    assert code == 1, out + err  # not 3: one account of two is down
+    assert f"account {sick.sid}: 3 recordings in a row failed" in out, out
+    assert stored(tmp_path) == {r.sid: fine.sid for r in archived}
+    async with Ledger(tmp_path / "l.sqlite3") as ledger:
+        for rec in stuck:  # none charged: an outage spends no attempt
+            row = await ledger.get(rec.sid)
+            assert row is not None and row.attempts == 0 and row.state == "discovered"
+    sim.clear_faults()
+    code, out, err = await run_cli("--config", str(cfg), "sync")
+    assert code == 0, out + err
+
+
+async def test_when_every_account_with_work_is_down_the_pass_stops(
+    tmp_path: Path, sim: RestcommSimulator
+) -> None:
+    one, two = sim.add_subaccount("one"), sim.add_subaccount("two")
+    make(sim, 3, one.sid)
+    make(sim, 3, two.sid)
+    sim.inject(path=r"/Recordings/[^/]+\.wav$", times=None, status=503)
+    cfg = config(tmp_path, sim, accounts=[one.sid, two.sid], concurrency=1)
+    code, out, err = await run_cli("--config", str(cfg), "sync")
+    assert code == 3, out + err
+    assert "charged none of them" in out + err
