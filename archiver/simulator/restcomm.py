@@ -307,28 +307,6 @@ class RestcommSimulator(Served):
         self.inject = self.injector.inject
         self.clear_faults = self.injector.clear
 
-    def add_subaccount(
-        self,
-        friendly_name: str = "",
-        *,
-        status: str = "active",
-        owner_sid: str | None = None,
-        auth_token: str | None = None,
-    ) -> Account:
-        """A sub-account of ``owner_sid`` (default: the main account), with its own token."""
-        return self.store.add_account(
-            owner_sid=owner_sid or self.account_sid,
-            friendly_name=friendly_name,
-            status=status,
-            auth_token=auth_token,
-        )
-
-    def set_account_status(self, account_sid: str, status: str) -> None:
-        """``active``, ``suspended`` or ``closed``."""
-        if status not in ("active", "suspended", "closed"):
-            raise ValueError(f"unknown account status {status!r}")
-        self.store.accounts[account_sid].status = status
-
     @property
     def api_base(self) -> str:
         """``base_url`` + ``/2012-04-24``."""

@@ -342,6 +342,14 @@ def _check_magic(head: bytes, ext: str, content_type: str) -> None:
     )
 
 
+def parse_json(text: str, what: str) -> Any:
+    """``text`` as JSON, or SourceProtocolError naming ``what`` and how the text starts."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise SourceProtocolError(f"{what} is not JSON (starts {text[:60]!r})") from None
+
+
 def parse_account(item: Any, owner_sid: str | None = None) -> Account:
     """One account of an accounts list; SourceProtocolError when it has no usable SID."""
     if not isinstance(item, dict):
@@ -639,12 +647,7 @@ class RestcommClient:
             )
 
     def _parse_page(self, text: str, page: int, page_size: int) -> Page:
-        try:
-            body = json.loads(text)
-        except ValueError:
-            raise SourceProtocolError(
-                f"list page {page} is not JSON (starts {text[:60]!r})"
-            ) from None
+        body = parse_json(text, f"list page {page}")
         if not isinstance(body, dict) or not isinstance(body.get("recordings"), list):
             raise SourceProtocolError(f"list page {page} has no 'recordings' array")
         try:

@@ -20,7 +20,6 @@ What differs from Restcomm, and what this client does about it:
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any
 from urllib.parse import urlencode, urljoin
@@ -31,6 +30,7 @@ from archiver.source.restcomm import (
     RestcommClient,
     origin_of,
     parse_account,
+    parse_json,
     parse_recording,
     platform_error,
     public_url,
@@ -78,10 +78,7 @@ class TwilioClient(RestcommClient):
         return await self.list_cursor(page_size, start_date, end_date, None)
 
     def _parse_cursor_page(self, text: str, page_size: int) -> Page:
-        try:
-            body = json.loads(text)
-        except ValueError:
-            raise SourceProtocolError(f"list page is not JSON (starts {text[:60]!r})") from None
+        body = parse_json(text, "list page")
         if not isinstance(body, dict) or not isinstance(body.get("recordings"), list):
             raise SourceProtocolError("list page has no 'recordings' array")
         items: list[Item] = []
@@ -122,12 +119,7 @@ class TwilioClient(RestcommClient):
                     f"accounts list: {public_url(url)} answered HTTP {status}"
                     f"{platform_error(text)[1]}"
                 )
-            try:
-                body = json.loads(text)
-            except ValueError:
-                raise SourceProtocolError(
-                    f"accounts list is not JSON (starts {text[:60]!r})"
-                ) from None
+            body = parse_json(text, "accounts list")
             if not isinstance(body, dict) or not isinstance(body.get("accounts"), list):
                 raise SourceProtocolError("accounts list has no 'accounts' array")
             found += [parse_account(item) for item in body["accounts"]]
