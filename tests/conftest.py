@@ -74,6 +74,18 @@ async def twilio_sim(request: pytest.FixtureRequest) -> AsyncIterator[TwilioSimu
         yield s
 
 
+@pytest.fixture(params=["restcomm", "twilio", "signalwire"])
+async def any_sim(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[RestcommSimulator | TwilioSimulator]:
+    """The simulator of each platform in turn: a scenario that applies to every platform."""
+    kind = {"restcomm": RestcommSimulator, "twilio": TwilioSimulator}.get(
+        request.param, SignalWireSimulator
+    )
+    async with kind(seed=7) as s:
+        yield s
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
@@ -84,7 +96,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 def config_for(tmp_path: Path) -> Callable[..., Config]:
     """``config_for(sim, **source)``: an in-process config (``make_config``) under tmp_path."""
 
-    def build(sim: RestcommSimulator, **source: Any) -> Config:
+    def build(sim: RestcommSimulator | TwilioSimulator, **source: Any) -> Config:
         return make_config(sim, tmp_path, **source)
 
     return build

@@ -17,16 +17,19 @@ from hypothesis import strategies as st
 
 from archiver.config import Config
 from archiver.ledger import Ledger
-from archiver.simulator import RestcommSimulator
-from tests.support.archive import archive_copy, events, guard_deletes
+from archiver.simulator import RestcommSimulator, TwilioSimulator
+from tests.support.archive import archive_copy, events, guard_deletes, served_sha256
 from tests.support.config import make_config
 from tests.support.constants import DAY, NOW
 from tests.support.harness import Harness
 
+Simulator = RestcommSimulator | TwilioSimulator
+
 
 async def test_nothing_is_deleted_unless_enabled(
-    sim: RestcommSimulator, config_for: Callable[..., Config]
+    any_sim: Simulator, config_for: Callable[..., Config]
 ) -> None:
+    sim = any_sim  # every platform
     sim.generate(10, start=NOW - timedelta(hours=2))
     h = Harness(config_for(sim))
     await h.pass_()
@@ -35,7 +38,8 @@ async def test_nothing_is_deleted_unless_enabled(
     assert sim.deleted == [] and not any(r.method == "DELETE" for r in sim.requests)
 
 
-async def test_dry_run_journals_but_deletes_nothing(sim: RestcommSimulator, tmp_path: Path) -> None:
+async def test_dry_run_journals_but_deletes_nothing(any_sim: Simulator, tmp_path: Path) -> None:
+    sim = any_sim  # every platform
     sim.generate(6, start=NOW - timedelta(hours=2))
     cfg = make_config(sim, tmp_path, delete={"enabled": True, "min_age": "0s", "dry_run": True})
     result = await Harness(cfg).pass_()
@@ -43,7 +47,8 @@ async def test_dry_run_journals_but_deletes_nothing(sim: RestcommSimulator, tmp_
     assert [e["event"] for e in events(cfg)].count("would-delete") == 6
 
 
-async def test_min_age_and_budget(sim: RestcommSimulator, tmp_path: Path) -> None:
+async def test_min_age_and_budget(any_sim: Simulator, tmp_path: Path) -> None:
+    sim = any_sim  # every platform
     sim.generate(12, start=NOW - timedelta(hours=2))
     cfg = make_config(sim, tmp_path, delete={"enabled": True, "min_age": "24h", "max_per_pass": 5})
     problems = guard_deletes(sim, cfg)
@@ -66,8 +71,9 @@ async def test_min_age_and_budget(sim: RestcommSimulator, tmp_path: Path) -> Non
 
 
 async def test_recheck_refuses_a_missing_or_altered_copy(
-    sim: RestcommSimulator, tmp_path: Path
+    any_sim: Simulator, tmp_path: Path
 ) -> None:
+    sim = any_sim  # every platform
     a, b, c = sim.generate(3, start=NOW - timedelta(hours=2))
     cfg = make_config(sim, tmp_path, delete={"enabled": True, "min_age": "1h"})
     h = Harness(cfg)
@@ -85,7 +91,7 @@ async def test_recheck_refuses_a_missing_or_altered_copy(
     h.clock = lambda: NOW.timestamp() + 3 * 3600
     await h.pass_()
     restored = archive_copy(cfg, a.sid)
-    assert restored and hashlib.sha256(restored.read_bytes()).hexdigest() == a.sha256()
+    assert restored and hashlib.sha256(restored.read_bytes()).hexdigest() == served_sha256(sim, a)
     rows = await h.ledger_rows()
     assert rows[b.sid][0] == "failed" and "ArchiveConflict" in rows[b.sid][2]
     assert b.sid not in sim.deleted
@@ -175,8 +181,9 @@ def test_never_deletes_unverified(
 
 
 async def test_a_recording_listed_again_after_its_delete_is_deleted_again(
-    sim: RestcommSimulator, tmp_path: Path
+    any_sim: Simulator, tmp_path: Path
 ) -> None:
+    sim = any_sim  # every platform
     # The DELETE answers 200 but the recording stays (a lying server, a lagging replica).
     recs = sim.generate(3, start=NOW - timedelta(minutes=30))
     sim.lying_deletes = True

@@ -9,17 +9,20 @@ from datetime import timedelta
 from pathlib import Path
 
 from archiver.config import Config
-from archiver.simulator import RestcommSimulator
+from archiver.simulator import RestcommSimulator, TwilioSimulator
 from tests.support.archive import archived_files, assert_archive_matches
 from tests.support.constants import NOW
 from tests.support.harness import Harness
 
 HTML = {"status": 200, "body": b"<html>502 Bad Gateway</html>", "content_type": "text/html"}
 
+Simulator = RestcommSimulator | TwilioSimulator
+
 
 async def test_an_error_page_served_as_audio_once_is_retried_within_the_pass(
-    sim: RestcommSimulator, config_for: Callable[..., Config]
+    any_sim: Simulator, config_for: Callable[..., Config]
 ) -> None:
+    sim = any_sim  # every platform
     rec = sim.generate(1, start=NOW - timedelta(hours=1))[0]
     sim.inject(path=rf"{rec.sid}\.wav", times=1, **HTML)  # type: ignore[arg-type]
     result = await Harness(config_for(sim)).pass_()
@@ -27,8 +30,9 @@ async def test_an_error_page_served_as_audio_once_is_retried_within_the_pass(
 
 
 async def test_a_body_cut_short_once_is_retried_within_the_pass(
-    sim: RestcommSimulator, config_for: Callable[..., Config]
+    any_sim: Simulator, config_for: Callable[..., Config]
 ) -> None:
+    sim = any_sim  # every platform
     rec = sim.generate(1, start=NOW - timedelta(hours=1), size=300_000)[0]
     sim.inject(path=rf"{rec.sid}\.wav", truncate_after=100_000, times=1)
     result = await Harness(config_for(sim)).pass_()
@@ -36,8 +40,9 @@ async def test_a_body_cut_short_once_is_retried_within_the_pass(
 
 
 async def test_a_stalled_body_is_a_source_error_retried_then_failed_with_the_url(
-    sim: RestcommSimulator, config_for: Callable[..., Config]
+    any_sim: Simulator, config_for: Callable[..., Config]
 ) -> None:
+    sim = any_sim  # every platform
     once, always = sim.generate(2, start=NOW - timedelta(hours=1), size=200_000)
     sim.inject(path=rf"{once.sid}\.wav", stall_after=70_000, stall_for=1.5, times=1)
     sim.inject(path=rf"{always.sid}\.wav", stall_after=70_000, stall_for=1.5, times=None)

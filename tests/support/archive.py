@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from archiver.config import Config, journal_path
-from archiver.simulator import RestcommSimulator, SimRecording
+from archiver.simulator import RestcommSimulator, SimRecording, TwilioSimulator
 
 MEDIA = (".wav", ".mp4")
+Simulator = RestcommSimulator | TwilioSimulator
 
 
 def archived_files(cfg: Config) -> dict[str, Path]:
@@ -22,7 +23,14 @@ def archived_files(cfg: Config) -> dict[str, Path]:
     }
 
 
-def assert_archive_matches(sim: RestcommSimulator, cfg: Config) -> None:
+def served_sha256(sim: Simulator, rec: SimRecording) -> str:
+    """The SHA-256 of the media ``sim`` serves for ``rec`` (Twilio's is a rendition of it)."""
+    if isinstance(sim, TwilioSimulator):
+        return sim.media_body(rec).sha256()
+    return rec.sha256()
+
+
+def assert_archive_matches(sim: Simulator, cfg: Config) -> None:
     """Every recording of ``sim`` archived once with its bytes, nothing else, no temp file."""
     files = archived_files(cfg)
     assert set(files) == set(sim.recordings), (
@@ -30,7 +38,9 @@ def assert_archive_matches(sim: RestcommSimulator, cfg: Config) -> None:
         f"extra {sorted(set(files) - set(sim.recordings))[:5]}"
     )
     for sid, path in files.items():
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == sim.recordings[sid].sha256()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == served_sha256(
+            sim, sim.recordings[sid]
+        )
     assert not list((Path(cfg.archive.path) / ".archiver-tmp").iterdir())
 
 
@@ -40,7 +50,7 @@ def archive_copy(cfg: Config, sid: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def guard_deletes(sim: RestcommSimulator, cfg: Config) -> list[str]:
+def guard_deletes(sim: Simulator, cfg: Config) -> list[str]:
     """Fail the moment the simulator gets a DELETE for a recording not verified in the archive."""
     problems: list[str] = []
 
@@ -48,7 +58,7 @@ def guard_deletes(sim: RestcommSimulator, cfg: Config) -> list[str]:
         copy = archive_copy(cfg, rec.sid)
         if copy is None:
             problems.append(f"{rec.sid}: deleted with no archived copy")
-        elif hashlib.sha256(copy.read_bytes()).hexdigest() != rec.sha256():
+        elif hashlib.sha256(copy.read_bytes()).hexdigest() != served_sha256(sim, rec):
             problems.append(f"{rec.sid}: deleted with a wrong archived copy")
         if not Path(f"{copy}.json").exists():
             problems.append(f"{rec.sid}: deleted before its sidecar was written")

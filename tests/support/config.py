@@ -13,16 +13,24 @@ from pathlib import Path
 from typing import Any
 
 from archiver.config import SECTIONS, Config, load_config
-from archiver.simulator import RestcommSimulator
+from archiver.simulator import RestcommSimulator, SignalWireSimulator, TwilioSimulator
 from tests.support.constants import NOW, TOKEN
 
 NO_SOURCE = "http://127.0.0.1:9/restcomm"  # nothing listens on port 9 (discard)
 NO_ACCOUNT = "AC" + "0" * 32
 
 
-def settings(
-    folder: Path, sim: RestcommSimulator | None = None, **given: Any
-) -> dict[str, dict[str, Any]]:
+Simulator = RestcommSimulator | TwilioSimulator
+
+
+def platform_of(sim: Simulator) -> str:
+    """The ``source.platform`` that speaks ``sim``'s API."""
+    if isinstance(sim, SignalWireSimulator):
+        return "signalwire"
+    return "twilio" if isinstance(sim, TwilioSimulator) else "restcomm"
+
+
+def settings(folder: Path, sim: Simulator | None = None, **given: Any) -> dict[str, dict[str, Any]]:
     """The sections of a test's config: the defaults below, then ``given``.
 
     A keyword that names a section (``archive={...}``, ``delete={...}``), or whose value is a
@@ -36,6 +44,7 @@ def settings(
     """
     sections: dict[str, dict[str, Any]] = {
         "source": {
+            **({"platform": platform_of(sim)} if sim is not None else {}),
             "base_url": sim.base_url if sim else NO_SOURCE,
             "account_sid": sim.account_sid if sim else NO_ACCOUNT,
             "auth_token": TOKEN,
@@ -80,7 +89,7 @@ def toml(sections: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def write_config(
-    folder: Path, sim: RestcommSimulator | None = None, *, name: str = "archiver.toml", **given: Any
+    folder: Path, sim: Simulator | None = None, *, name: str = "archiver.toml", **given: Any
 ) -> Path:
     """``folder/name``: the config file of :func:`settings` ``(folder, sim, **given)``."""
     path = folder / name
@@ -89,7 +98,7 @@ def write_config(
 
 
 def make_config(
-    sim: RestcommSimulator, tmp: Path, delete: dict[str, Any] | None = None, **source: Any
+    sim: Simulator, tmp: Path, delete: dict[str, Any] | None = None, **source: Any
 ) -> Config:
     """An in-process config for a :class:`~tests.support.harness.Harness` over ``sim``:
     recordings from three days before ``NOW``, 4 transfers at a time, local archive."""
