@@ -11,20 +11,33 @@ import signal
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from archiver.ledger import Ledger
-from archiver.simulator import RestcommSimulator
+from archiver.simulator import RestcommSimulator, SignalWireSimulator, TwilioSimulator
 from archiver.transfer import DEFAULT_OUTAGE_STREAK, DEFAULT_TRANSFER_ATTEMPTS
 from tests.support.cli import run_cli, start_cli
 from tests.support.config import write_config
 from tests.support.constants import NOW, TOKEN
 
+# every platform: the exit codes mean the same on each
+PLATFORMS = pytest.mark.parametrize(
+    "kind",
+    [RestcommSimulator, TwilioSimulator, SignalWireSimulator],
+    ids=["restcomm", "twilio", "signalwire"],
+)
+Kind = type[RestcommSimulator] | type[TwilioSimulator]
 
-def media_requests(sim: RestcommSimulator) -> int:
+
+def media_requests(sim: RestcommSimulator | TwilioSimulator) -> int:
     return sum(1 for r in sim.requests if r.path.endswith((".wav", ".mp4")))
 
 
-async def test_sync_exits_1_while_a_failed_recording_waits_for_its_retry(tmp_path: Path) -> None:
-    async with RestcommSimulator(auth_token=TOKEN) as sim:
+@PLATFORMS
+async def test_sync_exits_1_while_a_failed_recording_waits_for_its_retry(
+    tmp_path: Path, kind: Kind
+) -> None:
+    async with kind(auth_token=TOKEN) as sim:
         good = sim.generate(3, start=NOW - timedelta(hours=1))
         bad = good.pop()
         sim.inject(
@@ -52,8 +65,9 @@ async def test_sync_exits_1_while_a_failed_recording_waits_for_its_retry(tmp_pat
         assert code == 0 and "left         nothing" in out
 
 
-async def test_an_interrupted_sync_never_exits_0(tmp_path: Path) -> None:
-    async with RestcommSimulator(auth_token=TOKEN) as sim:
+@PLATFORMS
+async def test_an_interrupted_sync_never_exits_0(tmp_path: Path, kind: Kind) -> None:
+    async with kind(auth_token=TOKEN) as sim:
         sim.generate(40, start=NOW - timedelta(hours=1))
         sim.inject(path=r"\.wav", delay=0.2, times=None)
         cfg = write_config(tmp_path, sim, concurrency=2)
@@ -68,8 +82,11 @@ async def test_an_interrupted_sync_never_exits_0(tmp_path: Path) -> None:
         assert "interrupted" in out.decode() and "not yet tried" in out.decode()
 
 
-async def test_a_source_down_for_everyone_stops_the_pass_charging_nobody(tmp_path: Path) -> None:
-    async with RestcommSimulator(auth_token=TOKEN) as sim:
+@PLATFORMS
+async def test_a_source_down_for_everyone_stops_the_pass_charging_nobody(
+    tmp_path: Path, kind: Kind
+) -> None:
+    async with kind(auth_token=TOKEN) as sim:
         sim.generate(30, start=NOW - timedelta(hours=1))
         sim.inject(path=r"\.wav", status=503, times=None)
         cfg = write_config(tmp_path, sim, concurrency=2)
@@ -90,8 +107,9 @@ async def test_a_source_down_for_everyone_stops_the_pass_charging_nobody(tmp_pat
     assert code == 1 and "30 not yet tried" in out
 
 
-async def test_one_recordings_own_5xx_is_charged_to_it_alone(tmp_path: Path) -> None:
-    async with RestcommSimulator(auth_token=TOKEN) as sim:
+@PLATFORMS
+async def test_one_recordings_own_5xx_is_charged_to_it_alone(tmp_path: Path, kind: Kind) -> None:
+    async with kind(auth_token=TOKEN) as sim:
         recs = sim.generate(6, start=NOW - timedelta(hours=1))
         sim.inject(path=rf"{recs[0].sid}\.wav", status=500, times=None)
         cfg = write_config(tmp_path, sim, concurrency=1)
