@@ -45,6 +45,7 @@ class Accounts:
         self.archived: list[str] = list(self.configured)  # as of the last resolve
         self.refresh_problem: str | None = None  # the accounts list could not be read
         self._views: dict[str, Source] = {}
+        self._noted = False  # the configured accounts are in the ledger (once per process)
 
     @property
     def many(self) -> bool:
@@ -64,8 +65,10 @@ class Accounts:
         """The accounts this pass lists, in a stable order: the configured ones, then the
         active sub-accounts (discovered now, or as last discovered)."""
         now = self.clock()
-        configured = [Account(sid) for sid in self.configured]
-        await self.ledger.note_accounts(configured, CONFIGURED, now, refreshed=False)
+        if not self._noted:  # a no-news pass writes nothing it need not
+            configured = [Account(sid) for sid in self.configured]
+            await self.ledger.note_accounts(configured, CONFIGURED, now, refreshed=False)
+            self._noted = True
         if not self.cfg.subaccounts:
             self.archived = list(self.configured)
             return self.archived

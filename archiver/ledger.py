@@ -552,10 +552,19 @@ class Ledger:
         summary = json.loads(raw) if raw else None
         return (summary if isinstance(summary, dict) else None), (float(at) if at else None)
 
-    async def record_pass(self, summary: dict[str, object], finished_at: float) -> None:
-        await self.set_metas(
-            {META_LAST_PASS: json.dumps(summary), META_LAST_PASS_AT: str(finished_at)}
-        )
+    async def record_pass(
+        self,
+        summary: dict[str, object],
+        finished_at: float,
+        accounts: dict[str, tuple[bool, str | None]] | None = None,
+    ) -> None:
+        """The pass's summary, and how each account's part of it went (its listing complete,
+        the problem that kept it from being listed or fetched): one transaction, one fsync."""
+        async with self._transaction():
+            await self.set_meta(META_LAST_PASS, json.dumps(summary))
+            await self.set_meta(META_LAST_PASS_AT, str(finished_at))
+            if accounts:
+                await self._record_accounts(accounts, finished_at)
 
     async def last_reconcile_at(self) -> float:
         return float(await self.get_meta(META_LAST_RECONCILE_AT) or 0)
@@ -626,27 +635,22 @@ class Ledger:
         ) as cur:
             return [Account(r[0], r[1] or "unknown", r[2] or "") for r in await cur.fetchall()]
 
-    async def record_accounts_pass(
+    async def _record_accounts(
         self, outcomes: dict[str, tuple[bool, str | None]], now: float
     ) -> None:
-        """How each account's part of a pass went, in one transaction: (its listing complete,
-        the problem that kept it from being listed or fetched, if any)."""
-        if not outcomes:
-            return
-        async with self._transaction():
-            await self.db.executemany(
-                "INSERT INTO accounts (sid, first_seen, last_seen) VALUES (?, ?, ?) "
-                "ON CONFLICT(sid) DO NOTHING",
-                [(sid, now, now) for sid in outcomes],
-            )
-            await self.db.executemany(
-                "UPDATE accounts SET listed_at=?, scan_complete=?, problem=?, "
-                "problem_at=CASE WHEN ? IS NULL THEN problem_at ELSE ? END WHERE sid=?",
-                [
-                    (now, int(complete), problem, problem, now, sid)
-                    for sid, (complete, problem) in outcomes.items()
-                ],
-            )
+        await self.db.executemany(
+            "INSERT INTO accounts (sid, first_seen, last_seen) VALUES (?, ?, ?) "
+            "ON CONFLICT(sid) DO NOTHING",
+            [(sid, now, now) for sid in outcomes],
+        )
+        await self.db.executemany(
+            "UPDATE accounts SET listed_at=?, scan_complete=?, problem=?, "
+            "problem_at=CASE WHEN ? IS NULL THEN problem_at ELSE ? END WHERE sid=?",
+            [
+                (now, int(complete), problem, problem, now, sid)
+                for sid, (complete, problem) in outcomes.items()
+            ],
+        )
 
     async def account_states(self, totals: dict[str, int] | None = None) -> list[AccountState]:
         """Every account's row and its recordings by state (for ``status`` and metrics).

@@ -154,11 +154,11 @@ class Syncer:
             self.clock(), self.cfg.source.max_attempts
         )
         result.finished_at = self.clock()
-        await self.ledger.record_accounts_pass(
-            {sid: (p.scan.complete, p.problem) for sid, p in result.accounts.items()},
+        await self.ledger.record_pass(
+            result.summary(),
             result.finished_at,
+            {sid: (p.scan.complete, p.problem) for sid, p in result.accounts.items()},
         )
-        await self.ledger.record_pass(result.summary(), result.finished_at)
         log.info("pass.finished", **result.summary())
         return result
 
