@@ -185,13 +185,10 @@ class Syncer:
                     part.scan.complete, part.scan.reason = False, "the pass was stopped"
                     return
                 start = since if since is not None else await self.since(sid)
-                fields = {"account": sid} if len(accounts) > 1 else {}
-                log.info(
-                    "pass.started" if not fields else "account.listing",
-                    since=start.isoformat(),
-                    reconcile=reconcile,
-                    **fields,
-                )
+                if len(accounts) > 1:  # one line per account per pass: debug, not info
+                    log.debug("account.listing", account=sid, since=start.isoformat())
+                else:
+                    log.info("pass.started", since=start.isoformat(), reconcile=reconcile)
                 try:
                     part.scan = await self.scan(start, until, sid)
                 except AccountUnavailable as exc:
