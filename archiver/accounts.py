@@ -20,7 +20,7 @@ from collections.abc import Callable
 import structlog
 
 from archiver.config import SourceConfig
-from archiver.errors import SourceProtocolError, SourceUnavailable
+from archiver.errors import AccountUnavailable, SourceProtocolError, SourceUnavailable
 from archiver.ledger import Ledger
 from archiver.model import Account
 from archiver.source import Source
@@ -84,9 +84,10 @@ class Accounts:
             return await self.ledger.known_accounts(origin=DISCOVERED)
         try:
             listed = await self.root.list_accounts()
-        except (SourceUnavailable, SourceProtocolError) as exc:
-            # the accounts list is down, the recordings may not be: go on with the last list
-            self.refresh_problem = f"{type(exc).__name__}: {exc}"
+        except (SourceUnavailable, SourceProtocolError, AccountUnavailable) as exc:
+            # the accounts list is down or forbidden (a role without Read:Accounts), the
+            # recordings may not be: go on with the last list, and say so (exit 1)
+            self.refresh_problem = f"accounts list: {type(exc).__name__}: {exc}"
             log.warning("accounts.refresh_failed", error=self.refresh_problem)
             return await self.ledger.known_accounts(origin=DISCOVERED)
         self.refresh_problem = None

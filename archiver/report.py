@@ -41,6 +41,8 @@ class PassResult:
     # what is left to do once the pass ended (the whole ledger, not only this pass's work)
     outstanding: Outstanding | None = None
     accounts: dict[str, AccountPass] = field(default_factory=dict)
+    # the accounts list (subaccounts = true) could not be read: the last one was used
+    accounts_problem: str | None = None
 
     def account_failed(self, account_sid: str, problem: str) -> bool:
         """Note that ``account_sid`` could not be reached; True the first time this pass."""
@@ -98,6 +100,7 @@ class PassResult:
             and self.outstanding is not None
             and self.outstanding.total == 0
             and not self.problems
+            and self.accounts_problem is None
         )
 
     def summary(self) -> dict[str, object]:
@@ -125,4 +128,5 @@ class PassResult:
             "stopped_early": self.stopped_early,
             "accounts": len(self.accounts),
             "account_problems": dict(list(self.problems.items())[:MAX_REPORTED_PROBLEMS]) or None,
+            "accounts_problem": self.accounts_problem,
         }

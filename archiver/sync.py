@@ -136,6 +136,7 @@ class Syncer:
         try:
             await self.ledger.adopt_watermark(self.client.account_sid)  # a schema-3 ledger's
             accounts = await self.accounts.resolve()
+            result.accounts_problem = self.accounts.refresh_problem
             await self._list(accounts, result, since, until, stopping)
             await self.transfers.transfer_due(result, stopping)
             await self.deletions.delete_verified(result, stopping)

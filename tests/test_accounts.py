@@ -375,3 +375,24 @@ async def test_when_every_account_with_work_is_down_the_pass_stops(
     code, out, err = await run_cli("--config", str(cfg), "sync")
     assert code == 3, out + err
     assert "charged none of them" in out + err
+
+
+async def test_an_accounts_list_it_may_not_read_is_reported_and_the_last_list_used(
+    tmp_path: Path, sim: RestcommSimulator
+) -> None:
+    sub = sim.add_subaccount("one")
+    mine, theirs = make(sim, 2), make(sim, 2, sub.sid)
+    cfg = config(tmp_path, sim, subaccounts=True, accounts_refresh="1m")
+    code, out, err = await run_cli("--config", str(cfg), "sync")
+    assert code == 0, out + err
+    # a role without RestComm:Read:Accounts: 403 on the accounts list, recordings still fine
+    sim.inject(path=r"/2012-04-24/Accounts(\.json)?$", times=None, status=403)
+    later = make(sim, 1, sub.sid, hours=0.5)
+    async with Ledger(tmp_path / "l.sqlite3") as ledger:  # the list is due again
+        await ledger.db.execute("UPDATE meta SET value='0' WHERE key='accounts_refreshed_at'")
+    code, out, err = await run_cli("--config", str(cfg), "sync")
+    assert code == 1, out + err  # the account set could not be checked: not a clean pass
+    assert "accounts     accounts list: AccountUnavailable: " in out
+    assert set(stored(tmp_path)) == {r.sid for r in mine + theirs + later}
+    code, facts = await status(cfg)
+    assert code == 1 and "403" in facts["last_pass"]["accounts_problem"]

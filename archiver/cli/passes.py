@@ -112,6 +112,8 @@ def _print_pass(result: PassResult) -> None:
         print(f"  failed {sid}: {reason}")
     if len(result.accounts) > 1:
         print(f"accounts     {len(result.accounts)} listed, {len(result.problems)} unreachable")
+    if result.accounts_problem:
+        print(f"accounts     {result.accounts_problem}; the accounts last listed were archived")
     for sid, problem in list(result.problems.items())[:20]:
         print(f"  account {sid}: {problem}; its recordings wait for the next pass")
     if not result.scan.complete:

@@ -159,6 +159,8 @@ def _print_status(facts: dict[str, Any]) -> None:
             print(f"             listing incomplete: {last.get('scan_problem') or 'see the log'}")
         if last.get("stopped_early"):
             print("             interrupted before all work was done")
+        if last.get("accounts_problem"):
+            print(f"             {last['accounts_problem']}; the accounts last listed were used")
     else:
         print("last pass    -")
     print(f"left         {describe_left(facts['outstanding'])}")
@@ -189,6 +191,7 @@ async def cmd_status(cfg: Config, as_json: bool, failures: int) -> int:
         last.get("scan_complete") is False
         or last.get("stopped_early")
         or bool(last.get("account_problems"))
+        or bool(last.get("accounts_problem"))
     )
     return EXIT_FAILURES if facts["outstanding_total"] or incomplete else EXIT_OK
 
