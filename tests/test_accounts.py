@@ -84,6 +84,10 @@ async def test_a_restcomm_parent_archives_every_active_sub_account(
         assert accounts[owner]["watermark"] == newest.isoformat()  # each its own
         assert accounts[owner]["states"]["verified"] == len(recs)
     assert facts["watermark"] == min(a["watermark"] for a in accounts.values() if a["watermark"])
+    code, out, _err = await run_cli("--config", str(cfg), "status")
+    table = {line.split()[0]: line for line in out.splitlines() if line.startswith("  AC")}
+    assert table[one.sid].split()[1:3] == ["one", "4"]  # name, verified
+    assert "closed: not archived now" in table[closed.sid]
     code, out, err = await run_cli("--config", str(cfg), "sync")
     assert code == 0 and "archived 0" in out, out + err  # nothing repeated
 

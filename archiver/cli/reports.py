@@ -117,7 +117,10 @@ def _print_accounts(accounts: list[dict[str, Any]]) -> None:
     if len(accounts) <= 1 and not any(a["problem"] for a in accounts):
         return  # one account: the totals above are its own
     print(f"accounts     {len(accounts)}")
-    print(f"  {'account':<36} {'verified':>9} {'deleted':>8} {'left':>7}  watermark / problem")
+    print(
+        f"  {'account':<36} {'name':<16} {'verified':>9} {'deleted':>8} {'left':>7}  "
+        "watermark / problem"
+    )
     for a in accounts:
         states = a["states"]
         status = a["status"]
@@ -126,8 +129,9 @@ def _print_accounts(accounts: list[dict[str, Any]]) -> None:
             note = f"{status}: not archived now; {note}"
         if a["scan_complete"] is False and not a["problem"]:
             note = f"listing incomplete; {note}"
+        name = (a["friendly_name"] or "-")[:16]
         print(
-            f"  {a['sid'] or '(none)':<36} {states.get('verified', 0):>9} "
+            f"  {a['sid'] or '(none)':<36} {name:<16} {states.get('verified', 0):>9} "
             f"{states.get('deleted', 0):>8} {a['outstanding']:>7}  {note}"
         )
 
