@@ -616,7 +616,9 @@ class Ledger:
             upsert = (
                 "INSERT INTO accounts (sid, status, friendly_name, origin, first_seen, "
                 "last_seen) VALUES (?,?,?,?,?,?) ON CONFLICT(sid) DO UPDATE SET "
-                "status=excluded.status, friendly_name=excluded.friendly_name, "
+                "status=excluded.status, "
+                "friendly_name=COALESCE(NULLIF(excluded.friendly_name, ''), "
+                "accounts.friendly_name), "
                 "origin=excluded.origin, last_seen=excluded.last_seen, "
                 "first_seen=COALESCE(accounts.first_seen, excluded.first_seen)"
             )

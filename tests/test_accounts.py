@@ -233,6 +233,14 @@ async def test_a_new_sub_account_is_picked_up_at_the_next_refresh(
     rows = await h.ledger_rows()
     assert all(rows[r.sid][0] == "verified" for r in theirs)
     assert await h.watermark(late.sid) == max(r.date_created for r in theirs)
+    del sim.store.accounts[late.sid]  # the platform no longer lists it
+    clock[0] += 61 * 60
+    result = await h.pass_()
+    assert set(result.accounts) == {sim.account_sid}
+    async with Ledger(cfg.ledger.path) as ledger:
+        (gone,) = [a for a in await ledger.account_states() if a.sid == late.sid]
+    assert (gone.status, gone.friendly_name) == ("unlisted", "opened later")
+    assert gone.states["verified"] == 2  # its archived recordings stay in the ledger
 
 
 async def test_metrics_carry_an_account_label_bounded_troubled_first(
