@@ -7,15 +7,16 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from archiver.config import Config
-from archiver.simulator import RestcommSimulator
+from archiver.simulator import RestcommSimulator, TwilioSimulator
 from tests.support.archive import archive_copy
 from tests.support.constants import NOW
 from tests.support.harness import Harness
 
 
 async def test_reconcile_finds_what_arrived_before_the_watermark(
-    sim: RestcommSimulator, config_for: Callable[..., Config]
+    any_sim: RestcommSimulator | TwilioSimulator, config_for: Callable[..., Config]
 ) -> None:
+    sim = any_sim  # every platform
     sim.generate(30, start=NOW - timedelta(hours=3), spacing=timedelta(minutes=6))
     cfg = config_for(sim, lookback="15m", page_size=10)
     h = Harness(cfg)

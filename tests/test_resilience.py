@@ -23,9 +23,10 @@ from archiver.config import Config
 from archiver.daemon import Daemon
 from archiver.errors import MediaInvalid, SourceUnavailable
 from archiver.ledger import Ledger
-from archiver.simulator import RestcommSimulator, SimRecording
+from archiver.simulator import RestcommSimulator, SimRecording, TwilioSimulator
 from archiver.source.restcomm import RateLimiter, RestcommClient
 from archiver.sync import Syncer
+from tests.support.archive import served_sha256
 from tests.support.cli import run_cli, start_cli
 from tests.support.config import cli_config, write_config
 from tests.support.constants import NOW, TOKEN
@@ -245,9 +246,12 @@ async def test_unwritable_archive_or_ledger_path_is_a_clear_error(tmp_path: Path
     assert code == 3 and f"{tmp_path}/blocker/l.sqlite3" in err and "Not a directory" in err
 
 
-async def test_sigkill_at_random_moments_converges_to_one_correct_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", [RestcommSimulator, TwilioSimulator], ids=["restcomm", "twilio"])
+async def test_sigkill_at_random_moments_converges_to_one_correct_copy(
+    tmp_path: Path, kind: type[RestcommSimulator] | type[TwilioSimulator]
+) -> None:
     rng = random.Random(20261126)
-    async with RestcommSimulator(auth_token=TOKEN, seed=5) as sim:
+    async with kind(auth_token=TOKEN, seed=5) as sim:
         recs = sim.generate(
             60,
             start=NOW - timedelta(hours=2),
@@ -263,7 +267,8 @@ async def test_sigkill_at_random_moments_converges_to_one_correct_copy(tmp_path:
 
         def on_delete(rec: SimRecording) -> None:
             hits = [p for p in (tmp_path / "archive").rglob(f"{rec.sid}.*") if p.suffix != ".json"]
-            if not hits or hashlib.sha256(hits[0].read_bytes()).hexdigest() != rec.sha256():
+            served = served_sha256(sim, rec)
+            if not hits or hashlib.sha256(hits[0].read_bytes()).hexdigest() != served:
                 deleted_unverified.append(rec.sid)
 
         sim.on_delete = on_delete
@@ -290,9 +295,10 @@ async def test_sigkill_at_random_moments_converges_to_one_correct_copy(tmp_path:
     assert set(copies) == {r.sid for r in recs}
     for r in recs:
         assert len(copies[r.sid]) == 1
-        assert hashlib.sha256(copies[r.sid][0].read_bytes()).hexdigest() == r.sha256()
+        served = served_sha256(sim, r)
+        assert hashlib.sha256(copies[r.sid][0].read_bytes()).hexdigest() == served
         side = json.loads(Path(f"{copies[r.sid][0]}.json").read_text())
-        assert side["sha256"] == r.sha256()
+        assert side["sha256"] == served
     assert not list((archive / ".archiver-tmp").iterdir())
     assert sorted(sim.deleted) == sorted(r.sid for r in recs)
     code, out, _ = await run_cli("--config", str(cfg), "audit", "verify")
