@@ -65,6 +65,7 @@ async def test_processing_waits_and_absent_is_reported(
     failed = {f["sid"]: f["reason"] for f in facts["failures"]}
     assert "absent" in failed[lost.sid]
     assert busy.sid in failed and "not" in failed[busy.sid].lower()  # not ready yet (404)
+    assert "code 20404" in failed[busy.sid]  # the platform's own error code is shown
     assert {p.stem for p in media_files(tmp_path)} == {done.sid}
 
 

@@ -764,7 +764,10 @@ class RestcommClient:
                             self._raise_for_status(
                                 resp.status, resp.headers, f"media {public_url(url)}", text
                             )
-                        yield self._media_body(resp, ext, url, sent_auth)
+                        said = ""
+                        if resp.status >= 400 and "json" in resp.content_type:
+                            said = platform_error(await resp.text(errors="replace"))[1]
+                        yield self._media_body(resp, ext, url, sent_auth, said)
                         return
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             self._count("error")
@@ -774,19 +777,21 @@ class RestcommClient:
             raise MediaUnavailable(f"media {public_url(url)}: {describe_error(exc)}") from exc
 
     def _media_body(
-        self, resp: aiohttp.ClientResponse, ext: str, url: str, sent_auth: bool
+        self, resp: aiohttp.ClientResponse, ext: str, url: str, sent_auth: bool, said: str = ""
     ) -> MediaBody:
+        """The body to stream, or the error its answer means; ``said``: the platform's error
+        code and message, when its error body had them."""
         where = public_url(url)
         if resp.status == 404:
             raise MediaNotReady(
-                f"media {where} answered 404 (the platform may still be writing it)"
+                f"media {where} answered 404{said} (the platform may still be writing it)"
             )
         if resp.status in _RETRYABLE_STATUS:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             if resp.status == 429:
                 self._limiter.penalize(retry_after or 1.0)
             raise MediaUnavailable(
-                f"media {where} answered HTTP {resp.status}",
+                f"media {where} answered HTTP {resp.status}{said}",
                 retry_after=retry_after,
                 throttled=resp.status == 429,
             )
@@ -800,7 +805,7 @@ class RestcommClient:
         if resp.status in (401, 403):
             raise SourceAuthError(f"media {where} answered HTTP {resp.status}")
         if resp.status != 200:
-            raise MediaInvalid(f"media {where} answered HTTP {resp.status}, expected 200")
+            raise MediaInvalid(f"media {where} answered HTTP {resp.status}{said}, expected 200")
         length: int | None = None
         header = resp.headers.get("Content-Length")
         encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", "")
