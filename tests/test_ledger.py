@@ -151,3 +151,17 @@ async def test_two_connections_opening_a_new_ledger_at_once_both_work(tmp_path: 
             assert (await ledger.counts())["discovered"] == 4
         for extra in (tmp_path / "l.sqlite3-wal", tmp_path / "l.sqlite3-shm"):
             extra.unlink(missing_ok=True)
+
+
+async def test_a_watermark_no_account_could_claim_is_adopted_by_the_configs_account(
+    tmp_path: Path,
+) -> None:
+    # a schema-3 ledger whose recordings were all invalid items: the migration cannot tell
+    # whose its one watermark was, so the first pass gives it to the config's account
+    account = "AC" + "c" * 32
+    async with Ledger(tmp_path / "l.sqlite3") as ledger:
+        await ledger.set_meta("watermark", T0.isoformat())
+        assert await ledger.adopt_watermark(account)
+        assert await ledger.watermark(account) == T0
+        assert await ledger.get_meta("watermark") is None
+        assert not await ledger.adopt_watermark(account)  # once
