@@ -34,7 +34,7 @@ RUN /opt/venv/bin/pip install --no-cache-dir . \
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="archiver" \
-      org.opencontainers.image.description="Archives Restcomm call recordings to local disk or S3, verified, with a crash-safe ledger" \
+      org.opencontainers.image.description="Archives call recordings from Restcomm, Twilio and SignalWire accounts to local disk or S3, verified, with a crash-safe ledger" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="0.1.0"
 

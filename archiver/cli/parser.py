@@ -45,7 +45,8 @@ def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="archiver",
-        description="Archive Restcomm call recordings to S3 or local disk, verified.",
+        description="Archive call recordings from Restcomm, Twilio and SignalWire accounts to "
+        "S3 or local disk, verified.",
         epilog=_examples(
             "archiver demo                                  # try it: simulator -> local folder",
             "archiver --config /etc/archiver/archiver.toml check",
@@ -312,6 +313,7 @@ def _tool_commands(command: Command, sub: argparse._SubParsersAction[Any]) -> No
     demo.add_argument("--out", default="demo-output", help="folder for the archive and ledger")
     sub.add_parser(
         "simulator",
-        help="serve the bundled Restcomm simulator (try configs and alerts offline)",
+        help="serve the bundled simulator of Restcomm, Twilio or SignalWire (try configs and "
+        "alerts offline)",
         add_help=False,  # its own options: archiver simulator --help
     )
