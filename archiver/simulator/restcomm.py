@@ -89,15 +89,6 @@ class RestcommApi:
     def authorize(self, request: web.BaseRequest) -> bool:
         return self.caller(request) is not None
 
-    def _reaches(self, caller: Account, account_sid: str) -> bool:
-        """An account's credentials reach it and its descendants (spec 4.3)."""
-        seen = self.store.accounts.get(account_sid)
-        while seen is not None:
-            if seen.sid == caller.sid:
-                return True
-            seen = self.store.accounts.get(seen.owner_sid) if seen.owner_sid else None
-        return False
-
     async def route(self, request: web.Request, authorized: bool) -> Reply:
         if request.rel_url.raw_path in (f"{API_PREFIX}/Accounts.json", f"{API_PREFIX}/Accounts"):
             return self._accounts(request)
@@ -137,7 +128,7 @@ class RestcommApi:
         caller = self.caller(request)
         if caller is None or caller.status != "active":
             return Reply(403, {"Content-Type": "text/plain"}, b"Provided Account is not active")
-        if not self._reaches(caller, path.account):
+        if not self.store.reaches(caller.sid, path.account):
             return empty(403)
         if not path.acceptable:
             return empty(406)

@@ -208,6 +208,15 @@ class RecordingStore:
         self.accounts[sid] = account
         return account
 
+    def reaches(self, caller_sid: str, account_sid: str) -> bool:
+        """An account's credentials reach it and its sub-accounts (and theirs)."""
+        seen = self.accounts.get(account_sid)
+        while seen is not None:
+            if seen.sid == caller_sid:
+                return True
+            seen = self.accounts.get(seen.owner_sid) if seen.owner_sid else None
+        return False
+
     def add(self, rec: SimRecording) -> SimRecording:
         self.recordings[rec.sid] = rec
         return rec

@@ -121,15 +121,6 @@ class TwilioApi:
             return None
         return credentials[0]
 
-    def _reaches(self, caller: Account, account: Account) -> bool:
-        """An account's credentials reach it and its sub-accounts (and theirs)."""
-        seen: Account | None = account
-        while seen is not None:
-            if seen.sid == caller.sid:
-                return True
-            seen = self.store.accounts.get(seen.owner_sid) if seen.owner_sid else None
-        return False
-
     # ---------------------------------------------------------------- routing
 
     async def route(self, request: web.Request, authorized: bool) -> Reply:
@@ -154,7 +145,7 @@ class TwilioApi:
         account = self.store.accounts.get(path.account)
         if account is None:
             return not_found(path.path)
-        if not self._reaches(caller, account):
+        if not self.store.reaches(caller.sid, account.sid):
             return forbidden()
         limited = self._limited(account.sid)
         if limited is not None:
@@ -250,7 +241,7 @@ class TwilioApi:
             (
                 a
                 for a in self.store.accounts.values()
-                if self._reaches(caller, a)
+                if self.store.reaches(caller.sid, a.sid)
                 and (name is None or a.friendly_name == name)
                 and (status is None or a.status == status)
             ),
