@@ -47,6 +47,12 @@ class Accounts:
         self._views: dict[str, Source] = {}
         self._noted = False  # the configured accounts are in the ledger (once per process)
 
+    def isolates(self, account_sid: str) -> bool:
+        """Whether ``account_sid``'s trouble is its own: it is one of several archived, or
+        not the config's own account (a row left by an account no longer archived). The
+        config's one account being unreachable is everyone's: the pass stops."""
+        return self.many or account_sid != self.root.account_sid
+
     @property
     def many(self) -> bool:
         """More than one account is archived: one account's trouble is not everyone's."""
@@ -65,7 +71,8 @@ class Accounts:
         """The accounts this pass lists, in a stable order: the configured ones, then the
         active sub-accounts (discovered now, or as last discovered)."""
         now = self.clock()
-        if not self._noted:  # a no-news pass writes nothing it need not
+        if not self._noted:  # once per process: a no-news pass writes nothing it need not
+            await self.ledger.adopt_watermark(self.root.account_sid)  # a schema-3 ledger's
             configured = [Account(sid) for sid in self.configured]
             await self.ledger.note_accounts(configured, CONFIGURED, now, refreshed=False)
             self._noted = True

@@ -50,8 +50,9 @@ class PassPart:
 
     def account_down(self, exc: AccountUnavailable, result: PassResult) -> None:
         """``exc``'s account cannot be reached: its work waits for a later pass, uncharged,
-        while the other accounts go on. With one account archived that is everyone: raised."""
-        if not self.accounts.many:
+        while the other accounts go on. The config's one account unreachable is everyone's:
+        raised."""
+        if not self.accounts.isolates(exc.account_sid):
             raise exc
         if result.account_failed(exc.account_sid, str(exc)):
             log.error("account.unavailable", account=exc.account_sid, error=str(exc))

@@ -131,7 +131,6 @@ async def preview(
     slack = zone_slack(
         parse_timezone(cfg.source.server_timezone, "source.server_timezone"), now.year
     )
-    await ledger.adopt_watermark(source.account_sid)  # a schema-3 ledger's, as sync would
     accounts = Accounts(cfg.source, source, ledger, clock=clock)
     listed = PassResult()
     sids = await accounts.resolve()

@@ -134,7 +134,6 @@ class Syncer:
         stopping = stopping or asyncio.Event()
         result = PassResult(started_at=self.clock())
         try:
-            await self.ledger.adopt_watermark(self.client.account_sid)  # a schema-3 ledger's
             accounts = await self.accounts.resolve()
             result.accounts_problem = self.accounts.refresh_problem
             await self._list(accounts, result, since, until, stopping)

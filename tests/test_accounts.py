@@ -174,7 +174,9 @@ async def test_an_account_closed_between_listing_and_download_waits_uncharged(
     code, out, err = await run_cli("--config", str(cfg), "sync")
     assert code == 1, out + err
     assert stored(tmp_path) == {r.sid: r.account_sid for r in mine}
-    assert fault.hits == 1  # the first 401 took the account out of this pass's turn
+    # the first 401 takes the account out of this pass's turn: at most the two transfers in
+    # flight at once (2 x concurrency) meet it, never all four
+    assert 1 <= fault.hits <= 2
     async with Ledger(tmp_path / "l.sqlite3") as ledger:
         for rec in waiting:
             row = await ledger.get(rec.sid)
@@ -408,3 +410,26 @@ async def test_an_accounts_list_it_may_not_read_is_reported_and_the_last_list_us
     assert set(stored(tmp_path)) == {r.sid for r in mine + theirs + later}
     code, facts = await status(cfg)
     assert code == 1 and "403" in facts["last_pass"]["accounts_problem"]
+
+
+async def test_a_row_of_an_account_no_longer_archived_never_stops_the_configs_own(
+    tmp_path: Path, twilio_sim: TwilioSimulator
+) -> None:
+    sim = twilio_sim
+    sub = sim.add_subaccount("former customer")
+    left = make(sim, 2, sub.sid)
+    sim.set_status(left[0], "processing")  # not ready: listed, still due after the pass
+    sim.set_status(left[1], "processing")
+    code, out, err = await run_cli(
+        "--config", str(config(tmp_path, sim, subaccounts=True, media_grace="1h")), "sync"
+    )
+    assert code == 1, out + err
+    sim.set_account_status(sub.sid, "closed")  # gone, and no longer in the config
+    mine = make(sim, 3)
+    cfg = config(tmp_path, sim)
+    code, out, err = await run_cli("--config", str(cfg), "retry")  # due again at once
+    assert code == 0, out + err
+    code, out, err = await run_cli("--config", str(cfg), "sync")
+    assert code == 1, out + err  # not 3: the config's own account was archived
+    assert f"account {sub.sid}:" in out and "not active" in out
+    assert {r.sid for r in mine} <= set(stored(tmp_path))
