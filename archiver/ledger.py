@@ -654,20 +654,30 @@ class Ledger:
             ],
         )
 
+    async def _only_account(self) -> str | None:
+        """The one account the ledger knows, if it knows one and no recording belongs to any
+        other (two index seeks: never a scan of the recordings)."""
+        async with self.db.execute("SELECT sid FROM accounts LIMIT 2") as cur:
+            known = [str(r[0]) for r in await cur.fetchall()]
+        if len(known) != 1:
+            return None
+        async with self.db.execute(
+            "SELECT 1 FROM recordings WHERE account_sid > ? OR account_sid < ? LIMIT 1",
+            (known[0], known[0]),
+        ) as cur:
+            other = await cur.fetchone()
+        return None if other is not None else known[0]
+
     async def account_states(self, totals: dict[str, int] | None = None) -> list[AccountState]:
         """Every account's row and its recordings by state (for ``status`` and metrics).
 
-        With ``totals`` (:meth:`counts`, already read) and at most one account known, those
-        are its counts: the per-account count of a million rows is spared where it says
-        nothing more."""
-        async with self.db.execute("SELECT COUNT(*) FROM accounts") as cur:
-            known = await cur.fetchone()
+        With ``totals`` (:meth:`counts`, already read), one account known and no recording of
+        another, those are its counts: the per-account count of a million rows is spared
+        where it says nothing more."""
+        only = await self._only_account() if totals is not None else None
         counts: dict[str, dict[str, int]] = {}
-        if totals is not None and known is not None and int(known[0]) == 1:
-            async with self.db.execute("SELECT sid FROM accounts") as cur:
-                only = await cur.fetchone()
-            assert only is not None
-            counts[str(only[0])] = dict(totals)
+        if totals is not None and only is not None:
+            counts[only] = dict(totals)
         else:
             async with self.db.execute(
                 "SELECT account_sid, state, COUNT(*) FROM recordings GROUP BY account_sid, state"

@@ -165,3 +165,23 @@ async def test_a_watermark_no_account_could_claim_is_adopted_by_the_configs_acco
         assert await ledger.watermark(account) == T0
         assert await ledger.get_meta("watermark") is None
         assert not await ledger.adopt_watermark(account)  # once
+
+
+async def test_per_account_counts_never_credit_one_account_with_anothers_rows(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from archiver.model import Account
+
+    mine, theirs = "AC" + "1" * 32, "AC" + "2" * 32
+    async with Ledger(tmp_path / "l.sqlite3") as ledger:
+        await ledger.note_accounts([Account(mine)], "configured", 1.0, refreshed=False)
+        await ledger.upsert_listed([rec(1), rec(2)], 1.0)
+        totals = await ledger.counts()
+        (only,) = await ledger.account_states(totals)  # one account, all rows its own
+        assert (only.sid, only.states["discovered"]) == (mine, 2)
+        # rows of an account the accounts table does not name (a rebuilt ledger, say)
+        await ledger.upsert_listed([replace(rec(3), account_sid=theirs)], 2.0)
+        states = {a.sid: a.states["discovered"] for a in await ledger.account_states(totals)}
+        assert states == {mine: 2, theirs: 1}
