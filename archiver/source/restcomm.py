@@ -211,7 +211,8 @@ class RateLimiter:
 class ConcurrencyGate:
     """Requests in flight for one account, at most :attr:`allowed`. A 429 (Twilio's 20429:
     too many concurrent requests) halves it; every ``allowed`` answers without one grow it by
-    one, back up to the ceiling (additive increase, multiplicative decrease, as TCP does)."""
+    one, back up to the ceiling (additive increase, multiplicative decrease, as TCP does),
+    ten times slower from the level where a 429 was met."""
 
     def __init__(self, ceiling: int, account_sid: str) -> None:
         self.ceiling = max(ceiling, 1)
@@ -219,6 +220,7 @@ class ConcurrencyGate:
         self.in_flight = 0
         self.account_sid = account_sid
         self._good = 0
+        self._refused = self.ceiling + 1  # the lowest level a 429 answered (none yet)
         self._changed = asyncio.Condition()
 
     @asynccontextmanager
@@ -238,6 +240,7 @@ class ConcurrencyGate:
     def _settle(self, throttled: bool) -> None:
         if throttled:
             self._good = 0
+            self._refused = min(self._refused, self.allowed)  # where the cap was met
             if self.allowed > 1:
                 self.allowed = max(1, self.allowed // 2)
                 log.warning(
@@ -248,7 +251,10 @@ class ConcurrencyGate:
                 )
             return
         self._good += 1
-        if self.allowed < self.ceiling and self._good >= self.allowed:
+        # back up to just below where the cap was met at the usual pace; that level and past
+        # it only ten times slower (a fixed cap is not hit over and over)
+        window = self.allowed if self.allowed + 1 < self._refused else 10 * self.allowed
+        if self.allowed < self.ceiling and self._good >= window:
             self._good = 0
             self.allowed += 1
 
