@@ -136,6 +136,8 @@ class SourceConfig:
     lookback: timedelta = timedelta(minutes=15)
     poll_interval: timedelta = timedelta(seconds=60)
     concurrency: int = 4
+    # processes that copy recordings (download, store, read back); this one lists and commits
+    workers: int = 1
     server_timezone: str = ""
     request_timeout: timedelta = timedelta(seconds=60)
     max_attempts: int = 10
@@ -550,6 +552,14 @@ def _validate_source(s: SourceConfig) -> None:
         raise ConfigError("source.page_size", f"must be between 1 and 1000, got {s.page_size}")
     if not 1 <= s.concurrency <= 256:
         raise ConfigError("source.concurrency", f"must be between 1 and 256, got {s.concurrency}")
+    if not 1 <= s.workers <= 64:
+        raise ConfigError("source.workers", f"must be between 1 and 64, got {s.workers}")
+    if s.workers > s.concurrency:
+        raise ConfigError(
+            "source.workers",
+            f"must be at most source.concurrency ({s.concurrency}): each worker process "
+            f"holds at least one of its downloads, got {s.workers}",
+        )
     if s.poll_interval <= timedelta(0):
         raise ConfigError("source.poll_interval", "must be more than 0s")
     if s.request_timeout <= timedelta(0):

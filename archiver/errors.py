@@ -168,13 +168,27 @@ class PortBusy(ArchiverError):
     """The health/metrics address is in use by another process: operational, not config."""
 
 
+class WorkerLost(ArchiverError):
+    """The worker process copying a recording died (killed, out of memory) twice while it
+    did: charged to the recording, which is tried again later like any failure."""
+
+
+class WorkersFailed(ArchiverError):
+    """Worker processes (``source.workers``) cannot be started: the pass stops (exit 3)."""
+
+
 class InvalidRecording(ArchiverError):
     """A listed recording that can never be archived: hostile SID, unusable fields."""
 
 
 # What a pass does with an error, by kind (the classification lives with the tree):
 # these stop the pass at once, whatever recording met them (exit 3) ...
-STOPS_PASS: tuple[type[ArchiverError], ...] = (SourceAuthError, StorageDenied, LedgerError)
+STOPS_PASS: tuple[type[ArchiverError], ...] = (
+    SourceAuthError,
+    StorageDenied,
+    LedgerError,
+    WorkersFailed,
+)
 # ... and these may be everyone's (5xx, throttling, no connection): charged to a recording
 # only once a later one succeeds; several in a row are an outage.
 MAYBE_SHARED: tuple[type[ArchiverError], ...] = (

@@ -80,6 +80,11 @@ def above_display(write: Callable[[str], None]) -> Iterator[None]:
         _screen.above = None
 
 
+def level() -> str:
+    """The level configured (``info``, ``debug``...), for processes started from this one."""
+    return _screen.level
+
+
 def register_secret(value: str) -> None:
     """Mask ``value`` wherever it would appear in a log line."""
     if value and len(value) >= 4:

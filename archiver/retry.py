@@ -50,6 +50,11 @@ def set_testing(enabled: bool = True, attempts: int = DEFAULT_ATTEMPTS) -> None:
     _testing.attempts = attempts
 
 
+def testing() -> tuple[bool, int]:
+    """What :func:`set_testing` set (handed to worker processes)."""
+    return _testing.enabled, _testing.attempts
+
+
 _hooks: list[Hooks] = [NO_HOOKS]
 
 

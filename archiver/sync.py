@@ -26,6 +26,7 @@ import structlog
 from archiver.accounts import Accounts
 from archiver.audit import Journal, write_manifests
 from archiver.config import Config, SourceConfig, parse_timezone
+from archiver.copier import Copies
 from archiver.deletion import Deletions
 from archiver.errors import STOPS_PASS, AccountUnavailable, StorageError
 from archiver.hooks import NO_HOOKS, Hooks
@@ -57,6 +58,7 @@ class Syncer:
         clock: Clock = time.time,
         journal: Journal | None = None,
         hooks: Hooks = NO_HOOKS,
+        copier: Copies | None = None,
     ) -> None:
         self.cfg = cfg
         self.client = client
@@ -79,6 +81,7 @@ class Syncer:
             clock=clock,
             journal=journal,
             hooks=hooks,
+            copier=copier,  # None: copied in this process
         )
         self.deletions = Deletions(
             cfg.delete, self.accounts, storage, ledger, clock=clock, journal=journal, hooks=hooks
@@ -86,6 +89,13 @@ class Syncer:
         # the repair entry points of `verify --repair`
         self.queue_repair = self.deletions.queue_repair
         self.restore_sidecar = self.deletions.restore_sidecar
+
+    def set_token(self, token: str) -> bool:
+        """Use ``token`` from now on (a reloaded secret), here and in any worker; True when it
+        changed."""
+        changed = self.client.set_token(token)
+        self.transfers.copier.set_token(token)
+        return changed
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)

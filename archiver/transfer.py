@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from functools import partial
 
 import structlog
 
@@ -21,7 +20,8 @@ from archiver.accounts import Accounts
 from archiver.audit import Journal
 from archiver.commit import GroupCommit
 from archiver.config import SourceConfig
-from archiver.copies import content_type, object_metadata, put_sidecar, render_key, sidecar
+from archiver.copier import Copier, Copies
+from archiver.copies import render_key
 from archiver.errors import (
     MAYBE_SHARED,
     STOPS_PASS,
@@ -33,14 +33,11 @@ from archiver.errors import (
     SourceUnavailable,
     StorageError,
     StorageUnavailable,
-    VerificationFailed,
 )
 from archiver.hooks import NO_HOOKS, Hooks
 from archiver.ledger import Ledger, Row, VerifiedCopy
-from archiver.model import Recording
 from archiver.part import PassPart
 from archiver.report import PassResult
-from archiver.retry import retrying
 from archiver.storage import Storage, StoredObject
 
 log = structlog.get_logger("archiver.sync")
@@ -48,7 +45,6 @@ log = structlog.get_logger("archiver.sync")
 DEFAULT_RETRY_BASE = 60.0  # seconds before the first retry of a failed recording
 DEFAULT_RETRY_CAP = 6 * 3600.0
 DEFAULT_DUE_BATCH = 500
-DEFAULT_TRANSFER_ATTEMPTS = 3  # immediate tries of one transfer before it is left for later
 # consecutive recordings failing with an error that may be everyone's (5xx, throttling, no
 # connection) before the pass calls it an outage: it stops, and charges none of them
 DEFAULT_OUTAGE_STREAK = 3
@@ -72,12 +68,13 @@ class Transfers(PassPart):
         clock: Callable[[], float],
         journal: Journal | None,
         hooks: Hooks = NO_HOOKS,
+        copier: Copies | None = None,
     ) -> None:
         super().__init__(accounts, storage, ledger, clock=clock, journal=journal, hooks=hooks)
         self.cfg = cfg
         self.key_template = key_template
-        # download slots: every slot is given back when its transfer ends, pass or no pass
-        self._slots = asyncio.Semaphore(cfg.concurrency)
+        # who copies: this process (its download slots outlive passes), or a pool of workers
+        self.copier = copier or Copier(self.source_for, storage, cfg.concurrency)
         self.on_progress: Callable[[PassResult, Row | None], None] | None = None
         self.due_total = 0  # recordings this pass set out to transfer (for progress)
         self.commits: GroupCommit | None = None  # the writer of the transfer_due running
@@ -181,12 +178,11 @@ class Transfers(PassPart):
         archived_at = self.clock()
         fresh = not (row.state == "archived" and row.size is not None and row.sha256 is not None)
         if fresh:
-            copy = await self._download(rec, key, archived_at)
+            copy = await self.copier.copy(rec, key, archived_at)
         else:  # archived before a restart: verify only
             assert row.size is not None and row.sha256 is not None
             copy = StoredObject(key, row.size, row.sha256)
-        if not (copy.read_back and copy.sidecar_written):
-            await self._complete(rec, copy, archived_at)
+            await self.copier.complete(rec, copy, archived_at)
         # counted only once its journal lines and ledger row are durable (group commit)
         if self.commits is None:
             raise RuntimeError("archive_one runs inside transfer_due, which owns the writer")
@@ -199,48 +195,6 @@ class Transfers(PassPart):
         result.verified += 1
         self.hooks.recording_verified(copy.size)
         log.info("recording.verified", sid=rec.sid, key=key, size=copy.size, sha256=copy.sha256)
-
-    async def _download(self, rec: Recording, key: str, archived_at: float) -> StoredObject:
-        """Stream ``rec`` into the archive at ``key``; what the archive stored, checked
-        against what was downloaded."""
-
-        def sidecar_for(stored: StoredObject) -> bytes:
-            return sidecar(rec, key, stored.size, stored.sha256, archived_at)
-
-        async def transfer() -> StoredObject:
-            source = self.source_for(rec.account_sid)
-            async with _Slot(self._slots) as slot, source.media(rec.sid, rec.ext) as body:
-                done = await self.storage.put(
-                    key,
-                    slot.released_at_end(body),
-                    content_type=content_type(rec),
-                    metadata=object_metadata(rec),
-                    sidecar=sidecar_for,
-                    size_hint=body.content_length,
-                    digest=lambda: (body.size, body.sha256),  # hashed as it streamed in
-                )
-            if (done.size, done.sha256) != (body.size, body.sha256):
-                raise VerificationFailed(
-                    f"stored {done.size} bytes sha256 {done.sha256}, downloaded "
-                    f"{body.size} bytes sha256 {body.sha256}"
-                )
-            return done
-
-        return await retrying("transfer", transfer, attempts=DEFAULT_TRANSFER_ATTEMPTS, sid=rec.sid)
-
-    async def _complete(self, rec: Recording, copy: StoredObject, archived_at: float) -> None:
-        """What the backend did not do in its put: the read-back and the sidecar. They are
-        independent requests on a remote store: made together, a recording waits for one
-        round trip instead of two, and is verified only when both succeeded."""
-        steps: list[Awaitable[object]] = []
-        if not copy.read_back:
-            verify = partial(self.storage.verify, copy.key, copy.size, copy.sha256)
-            steps.append(retrying("verify", verify, sid=rec.sid))
-        if not copy.sidecar_written:
-            data = sidecar(rec, copy.key, copy.size, copy.sha256, archived_at)
-            write = partial(put_sidecar, self.storage, copy.key, data)
-            steps.append(retrying("sidecar", write, sid=rec.sid))
-        await _together(steps)
 
     # ------------------------------------------------------------------ failures
 
@@ -375,41 +329,3 @@ class _Turn:
 
     rows: deque[Row] = field(default_factory=deque)
     after: tuple[float, str] | None = None
-
-
-class _Slot:
-    """One download slot, held from the request until the body's last byte has arrived."""
-
-    def __init__(self, slots: asyncio.Semaphore) -> None:
-        self._slots = slots
-        self._held = False
-
-    async def __aenter__(self) -> _Slot:
-        await self._slots.acquire()
-        self._held = True
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._slots.release()
-
-    async def released_at_end(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in body:
-            yield chunk
-        self.release()  # the source is done with; what is left is the archive's work
-
-
-async def _together(steps: list[Awaitable[object]]) -> None:
-    """Run ``steps`` at once and wait for every one; then raise a failure, if any: one that
-    stops the pass first, else the first in order."""
-    failures = [
-        outcome
-        for outcome in await asyncio.gather(*steps, return_exceptions=True)
-        if isinstance(outcome, BaseException)
-    ]
-    if failures:
-        raise next((f for f in failures if isinstance(f, STOPS_PASS)), failures[0])

@@ -178,8 +178,9 @@ async def test_a_body_corrupted_on_the_way_is_sent_again(
     assert puts[0] == 400 and puts[-1] == 200  # refused (BadDigest), then sent again
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "2-workers"])
 async def test_a_killed_upload_is_swept_by_a_restart_seconds_later(
-    tmp_path: Path, seaweedfs_s3: S3Server
+    tmp_path: Path, seaweedfs_s3: S3Server, workers: int
 ) -> None:
     bucket = await seaweedfs_s3.create_bucket()
     reached = asyncio.Event()
@@ -196,7 +197,14 @@ async def test_a_killed_upload_is_swept_by_a_restart_seconds_later(
     ):
         [rec] = sim.generate(1, start=NOW - timedelta(hours=1), size=12 * MiB)
         proxy.before = hold_second_part
-        cfg = s3_cli_config(tmp_path, sim, seaweedfs_s3, bucket, endpoint_url=proxy.endpoint_url)
+        cfg = s3_cli_config(
+            tmp_path,
+            sim,
+            seaweedfs_s3,
+            bucket,
+            endpoint_url=proxy.endpoint_url,
+            source={"workers": workers, "concurrency": 2},
+        )
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -207,11 +215,13 @@ async def test_a_killed_upload_is_swept_by_a_restart_seconds_later(
             env={**os.environ, **creds(seaweedfs_s3)},
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: it and any worker of its
         )
         try:
             await asyncio.wait_for(reached.wait(), 60)
         finally:
-            os.kill(child.pid, signal.SIGKILL)
+            # every process of the service at once (the OOM killer, systemd's final SIGKILL)
+            os.killpg(child.pid, signal.SIGKILL)
             await child.wait()
             release.set()
         assert await open_uploads(seaweedfs_s3, bucket) == [f"calls/{key_of(sim, rec)}"]

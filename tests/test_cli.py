@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from archiver.cli import main
 from archiver.config import Config
 from archiver.simulator import RestcommSimulator
@@ -167,13 +169,18 @@ async def test_check_reports_each_step_and_leaves_no_canary(tmp_path: Path) -> N
     assert code == 3 and "config       ok" in out and "401" in err
 
 
-async def test_run_reloads_a_rotated_token_on_401_and_on_sighup(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "2-workers"])
+async def test_run_reloads_a_rotated_token_on_401_and_on_sighup(
+    tmp_path: Path, workers: int
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     async with RestcommSimulator(auth_token=TOKEN) as sim:
         sim.generate(3, start=NOW - timedelta(hours=1))
-        cfg = write_config(tmp_path, sim, auth_token=None, auth_token_file=token_file)
+        cfg = write_config(
+            tmp_path, sim, auth_token=None, auth_token_file=token_file, workers=workers
+        )
         proc = await start_cli("--config", str(cfg), "--log-format", "json", "run")
         ledger = tmp_path / "l.sqlite3"
 
@@ -200,8 +207,15 @@ async def test_run_reloads_a_rotated_token_on_401_and_on_sighup(tmp_path: Path) 
         proc.send_signal(signal.SIGHUP)
         await asyncio.sleep(0.5)
         sim.auth_token = "rotated-T0KEN-3"
+        switched = len(sim.requests)
         sim.generate(1, start=NOW - timedelta(minutes=4))
         await wait_for(6)
+        # every process that sends requests (the workers too) had the new token before
+        # the server asked for it: each request after the switch, the media ones too
+        # (Restcomm serves media without checking), carried the new token
+        after = sim.requests[switched:]
+        assert any(r.path.endswith(".wav") for r in after)
+        assert [(r.path, r.status) for r in after if not r.authorized] == []
         assert proc.returncode is None
         proc.send_signal(signal.SIGTERM)
         _out, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from archiver.copier import DEFAULT_TRANSFER_ATTEMPTS
 from archiver.ledger import Ledger
 from archiver.simulator import RestcommSimulator, SignalWireSimulator, TwilioSimulator
-from archiver.transfer import DEFAULT_OUTAGE_STREAK, DEFAULT_TRANSFER_ATTEMPTS
+from archiver.transfer import DEFAULT_OUTAGE_STREAK
 from tests.support.cli import run_cli, start_cli
 from tests.support.config import write_config
 from tests.support.constants import NOW, TOKEN

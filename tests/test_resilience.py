@@ -246,9 +246,13 @@ async def test_unwritable_archive_or_ledger_path_is_a_clear_error(tmp_path: Path
     assert code == 3 and f"{tmp_path}/blocker/l.sqlite3" in err and "Not a directory" in err
 
 
-@pytest.mark.parametrize("kind", [RestcommSimulator, TwilioSimulator], ids=["restcomm", "twilio"])
+@pytest.mark.parametrize(
+    ("kind", "workers"),
+    [(RestcommSimulator, 1), (TwilioSimulator, 1), (RestcommSimulator, 2)],
+    ids=["restcomm", "twilio", "restcomm-2-workers"],
+)
 async def test_sigkill_at_random_moments_converges_to_one_correct_copy(
-    tmp_path: Path, kind: type[RestcommSimulator] | type[TwilioSimulator]
+    tmp_path: Path, kind: type[RestcommSimulator] | type[TwilioSimulator], workers: int
 ) -> None:
     rng = random.Random(20261126)
     async with kind(auth_token=TOKEN, seed=5) as sim:
@@ -261,7 +265,12 @@ async def test_sigkill_at_random_moments_converges_to_one_correct_copy(
         )
         sim.inject(path=r"\.wav", delay=0.01, times=None)  # keep transfers in flight
         cfg = write_config(
-            tmp_path, sim, concurrency=4, page_size=7, delete={"enabled": True, "min_age": "0s"}
+            tmp_path,
+            sim,
+            concurrency=4,
+            workers=workers,
+            page_size=7,
+            delete={"enabled": True, "min_age": "0s"},
         )
         deleted_unverified: list[str] = []
 
@@ -279,6 +288,9 @@ async def test_sigkill_at_random_moments_converges_to_one_correct_copy(
             proc.kill()  # SIGKILL: no cleanup of any kind
             _out, err = await proc.communicate()
             logs += err
+            # its workers end with it (they held its stderr: communicate() saw them close it)
+            for pid in started_workers(err):
+                assert await ended(pid), f"worker {pid} outlived its killed parent"
             if round_ == 4:
                 recs += sim.generate(10, start=NOW - timedelta(minutes=30), size=120_000)
         sim.clear_faults()
@@ -304,6 +316,29 @@ async def test_sigkill_at_random_moments_converges_to_one_correct_copy(
     code, out, _ = await run_cli("--config", str(cfg), "audit", "verify")
     assert code == 0, out
     assert TOKEN.encode() not in logs
+    assert bool(started_workers(bytes(logs))) == (workers > 1)
+
+
+def started_workers(err: bytes) -> list[int]:
+    """The PIDs of the worker processes a CLI's JSON log lines say it started."""
+    pids = []
+    for line in err.splitlines():
+        if line.startswith(b"{") and b'"worker.started"' in line:
+            pids.append(int(json.loads(line)["worker"]))
+    return pids
+
+
+async def ended(pid: int) -> bool:
+    """Whether process ``pid`` is gone (or a zombie nobody reaped yet), within 5 s."""
+    for _ in range(50):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        await asyncio.sleep(0.1)
+    return False
 
 
 async def test_daemon_outlives_an_unexpected_error_in_a_pass(

@@ -27,6 +27,7 @@ from archiver.metrics import PrometheusHooks
 from archiver.source import open_source
 from archiver.storage import open_storage
 from archiver.sync import Syncer
+from archiver.workers import WorkerPool
 
 log = structlog.get_logger("archiver.cli")
 
@@ -56,7 +57,7 @@ def reloader(config_path: str | None, syncer: Syncer) -> Callable[[], Awaitable[
             log.error("config.reload_failed", error=str(exc), kept="the config in use")
             return
         logs.register_secret(fresh.source.auth_token)
-        changed = syncer.client.set_token(fresh.source.auth_token)
+        changed = syncer.set_token(fresh.source.auth_token)
         log.info(
             "config.reloaded",
             token_changed=changed,
@@ -83,4 +84,10 @@ async def with_stack(
     retry.set_hooks(hooks)
     client = await stack.enter_async_context(open_source(cfg.source, hooks))
     storage = await stack.enter_async_context(open_storage(cfg.archive))
-    return Syncer(cfg, client, storage, ledger, clock=clock, journal=journal, hooks=hooks)
+    # more than one core: recordings copied by worker processes, started on the first copy
+    pool = None
+    if cfg.source.workers > 1:
+        pool = await stack.enter_async_context(WorkerPool(cfg, hooks))
+    return Syncer(
+        cfg, client, storage, ledger, clock=clock, journal=journal, hooks=hooks, copier=pool
+    )

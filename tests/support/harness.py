@@ -15,6 +15,7 @@ from archiver.metrics import PrometheusHooks
 from archiver.source import open_source
 from archiver.storage.local import LocalStorage
 from archiver.sync import Syncer
+from archiver.workers import WorkerPool
 from tests.support.constants import NOW
 
 
@@ -37,6 +38,7 @@ class Harness:
             open_source(self.cfg.source, self.hooks) as client,
             LocalStorage(self.cfg.archive.path) as storage,
             Journal(journal_path(self.cfg), clock=lambda: self.clock()) as journal,
+            WorkerPool(self.cfg, self.hooks) as pool,
         ):
             yield syncer_class(
                 self.cfg,
@@ -46,6 +48,7 @@ class Harness:
                 clock=self.clock,
                 journal=journal,
                 hooks=both(self.hooks, watch),
+                copier=pool if self.cfg.source.workers > 1 else None,  # as the CLI wires it
             )
 
     async def pass_(self, **kw: Any) -> Any:

@@ -339,15 +339,17 @@ def s3_cli_config(
     bucket: str,
     *,
     delete: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
     **archive: Any,
 ) -> Path:
-    """A CLI config file archiving ``sim`` into ``bucket``; ``archive`` keys override, and
-    ``delete`` is the ``[delete]`` section."""
+    """A CLI config file archiving ``sim`` into ``bucket``; ``archive`` keys override,
+    ``delete`` is the ``[delete]`` section and ``source`` adds ``[source]`` keys."""
     return write_config(
         folder,
         sim,
         archive={"path": None, **s3_archive(server, bucket, folder, **archive)},
         delete=delete or {},
+        **(source or {}),
     )
 
 
