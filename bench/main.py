@@ -9,7 +9,9 @@ children included); the servers' CPU is read from ``/proc`` around each run.
 Contenders: ``archiver --config X sync`` (the real CLI); the transfer limit (``bench.bare``:
 aiohttp straight to files, no hashing, no ledger, no fsync); the durable transfer limit (the same
 with file, sidecar and folder fsynced in a worker thread: what the disk charges any archiver
-that promises nothing is lost); ``curl`` in parallel through
+that promises nothing is lost); the atomic limit (the same through temp files renamed into
+place, as every archiver put is: what the disk charges for copies never seen half-written);
+``archiver`` with ``source.workers = 2`` beside one process; ``curl`` in parallel through
 ``xargs -P``; the naive script (``bench.naive``: a sequential loop); for S3, ``rclone copy`` and
 archiver as it was before the checksum probe (``verify_after_put = "always"``, a pool of 10), so
 before and after are measured in one run. Every row gives the contender's CPU per recording.
@@ -65,6 +67,9 @@ TOKEN = "bench-token"
 START_TIMEOUT = 30.0  # seconds the simulator may take to print its address
 # archiver as before the checksum probe and the sized pool, for the comparison in one run
 BEFORE = "archiver sync, HEAD after put, pool 10"
+WORKERS = 2  # the `source.workers` measured beside one process
+TWO = f"archiver sync, workers={WORKERS}"
+ATOMIC = "bare + fsync + rename (atomic limit)"
 
 
 # --------------------------------------------------------------------------- measuring
@@ -278,7 +283,12 @@ class Store:
 
 
 def archiver_config(
-    work: Path, sim: Simulator, concurrency: int, archive: dict[str, Any], name: str
+    work: Path,
+    sim: Simulator,
+    concurrency: int,
+    archive: dict[str, Any],
+    name: str,
+    workers: int = 1,
 ) -> Path:
     """The config file of an ``archiver sync`` contender (tests/support/config.py writes it)."""
     return write_config(
@@ -290,6 +300,7 @@ def archiver_config(
         start_time=sim.oldest - timedelta(days=1),
         page_size=1000,
         concurrency=concurrency,
+        workers=workers,
         poll_interval=None,
         archive={"path": None, **archive},
         ledger={"path": work / f"{name}.sqlite3"},
@@ -351,11 +362,13 @@ class Bench:
         urls = self.work / "urls.txt"
         urls.write_text("\n".join(sim.media_url(s, e) for s, e in sim.sids) + "\n")
 
-        def archiver(out: Path) -> tuple[list[str], Path]:
-            cfg = archiver_config(
-                self.work, sim, self.c, {"backend": "local", "path": str(out)}, out.name
-            )
+        def archiver(out: Path, workers: int = 1) -> tuple[list[str], Path]:
+            archive = {"backend": "local", "path": str(out)}
+            cfg = archiver_config(self.work, sim, self.c, archive, out.name, workers)
             return [ARCHIVER, "--config", str(cfg), "sync"], out
+
+        def archiver_workers(out: Path) -> tuple[list[str], Path]:
+            return archiver(out, WORKERS)
 
         def bare(out: Path) -> tuple[list[str], Path]:
             argv = [PY, "-m", "bench.bare", "--urls", str(urls), "--out", str(out)]
@@ -364,6 +377,10 @@ class Bench:
         def bare_durable(out: Path) -> tuple[list[str], Path]:
             argv, _ = bare(out)
             return [*argv, "--durable"], out
+
+        def bare_atomic(out: Path) -> tuple[list[str], Path]:
+            argv, _ = bare(out)
+            return [*argv, "--durable", "--atomic"], out
 
         def curl(out: Path) -> tuple[list[str], Path]:
             out.mkdir(parents=True)
@@ -411,8 +428,10 @@ class Bench:
 
         contenders: dict[str, Callable[[Path], tuple[list[str], Path]]] = {
             "archiver sync": archiver,
+            TWO: archiver_workers,
             "bare aiohttp (limit)": bare,
             "bare + fsync (durable limit)": bare_durable,
+            ATOMIC: bare_atomic,
         }
         if shutil.which("curl"):
             contenders[f"curl, xargs -P {self.c}"] = curl
@@ -461,16 +480,17 @@ class Bench:
                 env=clean_env(),
             )
             for r in range(self.rounds):
-                names = ["archiver sync", BEFORE, "rclone copy"]
+                names = ["archiver sync", TWO, BEFORE, "rclone copy"]
                 for name in names if r % 2 == 0 else names[::-1]:
                     bucket = "bench"
                     store.reset(bucket)
-                    if name in ("archiver sync", BEFORE):
+                    if name in ("archiver sync", TWO, BEFORE):
                         out = self.work / f"s3-{len(self.runs)}-{r}"
                         archive = store.archive(bucket, self.work, prefix="archiver/")
                         if name == BEFORE:
                             archive |= {"verify_after_put": "always", "max_pool_connections": 10}
-                        cfg = archiver_config(self.work, sim, self.c, archive, out.name)
+                        workers = WORKERS if name == TWO else 1
+                        cfg = archiver_config(self.work, sim, self.c, archive, out.name, workers)
                         argv = [ARCHIVER, "--config", str(cfg), "sync"]
                         prefix = "archiver/"
                     elif rclone is not None:

@@ -49,7 +49,9 @@ def test_quick_run_prints_the_table(tmp_path: Path) -> None:
     for row in (
         "| 1. many short calls, local | archiver sync |",
         "| 1. many short calls, local | bare aiohttp (limit) |",
+        "| 1. many short calls, local | archiver sync, workers=2 |",
         "| 1. many short calls, local | bare + fsync (durable limit) |",
+        "| 1. many short calls, local | bare + fsync + rename (atomic limit) |",
         "| 1. many short calls, local | naive sequential script |",
         "| 5. big ledger, nothing new | no-news pass",
         "| 5. big ledger, nothing new | `archiver status`",
