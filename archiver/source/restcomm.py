@@ -65,6 +65,8 @@ API_VERSION = "2012-04-24"
 # letters, digits and dashes (SignalWire SIDs are UUIDs): safe in a URL and in an archive key
 SID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,63}$")
 DEFAULT_CHUNK = 256 * 1024
+# bytes of a body held before they are hashed: a short recording is hashed off the event loop
+DEFAULT_HASH_DEFER = 1024 * 1024
 DEFAULT_MAX_REDIRECTS = 5
 MAX_RECORDING_BYTES = 16 * 2**30  # a Content-Length above this is absurd for a call recording
 USER_AGENT = f"archiver/{__version__}"
@@ -266,7 +268,12 @@ class _GateSlot:
 
 @dataclass
 class MediaBody:
-    """A streamed, checked media body. Iterate it once; ``size``/``sha256`` are final after."""
+    """A streamed, checked media body. Iterate it once; ``size``/``sha256`` are final after.
+
+    Hashing is deferred by up to ``DEFAULT_HASH_DEFER`` bytes: a short body is hashed when
+    ``sha256`` is first read, which a local archive does in its file thread, so the event
+    loop (the one core every transfer shares) does not. The chunks held are the ones the
+    archive holds too (bytes are shared, not copied)."""
 
     content_type: str
     content_length: int | None
@@ -277,10 +284,18 @@ class MediaBody:
     size: int = 0
     _hash: Any = field(default_factory=hashlib.sha256)
     _riff_size: int | None = None
+    _unhashed: list[bytes] = field(default_factory=list)
+    _unhashed_size: int = 0
 
     @property
     def sha256(self) -> str:
+        self._hash_held()
         return str(self._hash.hexdigest())
+
+    def _hash_held(self) -> None:
+        held, self._unhashed, self._unhashed_size = self._unhashed, [], 0
+        for chunk in held:
+            self._hash.update(chunk)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -317,7 +332,10 @@ class MediaBody:
             self.size += len(chunk)
             if self.content_length is not None and self.size > self.content_length:
                 raise MediaDamaged(f"body is longer than its Content-Length {self.content_length}")
-            self._hash.update(chunk)
+            self._unhashed.append(chunk)
+            self._unhashed_size += len(chunk)
+            if self._unhashed_size >= DEFAULT_HASH_DEFER:
+                self._hash_held()  # a long body: hashed as it streams, memory stays bounded
             yield chunk
         if not checked:
             _check_magic(head, self.ext, self.content_type)  # raises: too short to be audio
