@@ -288,10 +288,16 @@ def _row(r: Sequence[Any]) -> Row:
 
 
 class Ledger:
-    """Open with ``async with Ledger(path) as ledger``."""
+    """Open with ``async with Ledger(path) as ledger``.
 
-    def __init__(self, path: str | Path) -> None:
+    ``check``: read the whole file once on opening (``PRAGMA quick_check``), so a damaged
+    ledger is refused before anything is written to it. It costs about a second per million
+    rows, so a command that only reads (``status``) skips it: a damaged page it reads is still
+    reported as a damaged ledger, by the query that meets it."""
+
+    def __init__(self, path: str | Path, *, check: bool = True) -> None:
         self.path = Path(path)
+        self.check = check
         self._db: aiosqlite.Connection | None = None
         # one explicit transaction at a time on the one connection: tasks of a pass (the
         # accounts listed at once, the group commit) take turns
@@ -307,7 +313,8 @@ class Ledger:
             # survives a power cut (transfers commit in groups, so this is paid per batch)
             await self._db.execute("PRAGMA synchronous=FULL")
             await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._quick_check()
+            if self.check:
+                await self._quick_check()
             await self._migrate()
         except LedgerError:
             await self._close()
