@@ -631,7 +631,8 @@ class Bench:
 
 
 def build_ledger(path: Path, rows: int, sim: Simulator) -> None:
-    """``rows`` verified rows (the simulator's recordings among them) and a current watermark."""
+    """``rows`` verified rows of the configured account (the simulator's recordings among
+    them) and a current watermark."""
     from archiver.ledger import Ledger
 
     async def schema() -> None:
@@ -656,15 +657,15 @@ def build_ledger(path: Path, rows: int, sim: Simulator) -> None:
 
     def gen() -> Iterator[tuple[Any, ...]]:
         for i in range(rows - len(sim_rows)):
-            yield (f"RE{i:032x}", base + i, source, now)
+            yield (f"RE{i:032x}", base + i, source, now, ACCOUNT)
         for j, sid in enumerate(sorted(sim_rows)):
-            yield (sid, sim.oldest.timestamp() + j, source, now)
+            yield (sid, sim.oldest.timestamp() + j, source, now, ACCOUNT)
 
     with db:
         db.executemany(
             "INSERT INTO recordings (sid, account_sid, call_sid, date_created, created_epoch, "
             "duration, ext, source, state, size, sha256, archive_key, discovered_at, "
-            "archived_at, verified_at, updated_at) VALUES (?1, 'AC0', NULL, "
+            "archived_at, verified_at, updated_at) VALUES (?1, ?5, NULL, "
             "strftime('%Y-%m-%dT%H:%M:%S+00:00', ?2, 'unixepoch'), ?2, 10.0, 'wav', ?3, "
             "'verified', 160000, 'ab', 'k/' || ?1, ?4, ?4, ?4, ?4)",
             gen(),
