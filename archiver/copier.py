@@ -99,7 +99,8 @@ class Copier:
             data = sidecar(rec, copy.key, copy.size, copy.sha256, archived_at)
             write = partial(put_sidecar, self.storage, copy.key, data)
             steps.append(retrying("sidecar", write, sid=rec.sid))
-        await _together(steps)
+        if steps:  # a local put does both itself: nothing to wait for on every recording
+            await _together(steps)
 
 
 class _Slot:

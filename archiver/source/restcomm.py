@@ -272,8 +272,8 @@ class MediaBody:
 
     Hashing is deferred by up to ``DEFAULT_HASH_DEFER`` bytes: a short body is hashed when
     ``sha256`` is first read, which a local archive does in its file thread, so the event
-    loop (the one core every transfer shares) does not. The chunks held are the ones the
-    archive holds too (bytes are shared, not copied)."""
+    loop (the one core every transfer shares) does not. A local archive holds the same chunks
+    until it writes them (bytes are shared, not copied); for S3 they are at most 1 MiB more."""
 
     content_type: str
     content_length: int | None
